@@ -1,0 +1,112 @@
+"""The retraining flow: the stages of ``dvc.yaml``, each a cached Prefect task.
+
+Each task brings one stage up to date with ``dvc repro --single-item`` and is cached on the
+stage's fingerprint (DVC's run-cache key: command, dep hashes, param values), never on the
+run id or a path. A re-run with nothing changed is all Cached and runs no stage; after a
+change only the stages ``dvc repro`` would run, run.
+
+    tagsmith retrain                          # embedded default, temporary Prefect server
+    tagsmith retrain --backbone mobilenet_v3_small --epochs-full 5
+    PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.retrain
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.context import TaskRunContext  # noqa: E402
+
+from flows import report, stages  # noqa: E402
+from flows.overrides import FLOW_PARAMS, apply_overrides  # noqa: E402
+
+STAGES = ["ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
+
+
+def _stage_key(_: TaskRunContext, parameters: dict[str, Any]) -> str:
+    # Content only: the stage name and DVC's fingerprint of its inputs.
+    return f"tagsmith-{parameters['stage']}-{parameters['fingerprint']}"
+
+
+@task(cache_key_fn=_stage_key, persist_result=True, result_serializer="json")
+def run_stage(stage: str, fingerprint: str, workspace: str, pull: bool = False) -> dict[str, Any]:
+    """Bring one dvc.yaml stage up to date; its result is the stage's dvc.lock entry."""
+    log = get_run_logger()
+    return stages.repro(Path(workspace), stage, pull=pull, log=log.info).to_dict()
+
+
+@task(retries=3, retry_delay_seconds=[5, 20, 60])
+def push_stage(stage: str, workspace: str) -> None:
+    """Push a stage's outputs and run-cache entry to the DVC remote (I/O: retried)."""
+    stages.dvc(Path(workspace), "push", "--run-cache", stage, log=get_run_logger().info)
+
+
+def stage(root: Path, name: str, *, refresh: bool, remote: bool) -> dict[str, Any]:
+    """Run stage ``name`` as a cached task, then make sure the workspace holds its outputs."""
+    key = stages.fingerprint(root, name)
+    result = run_stage.with_options(name=name, task_run_name=name, refresh_cache=refresh)(name, key, str(root), pull=remote)
+    if not stages.is_current(root, name):
+        # Cached in Prefect, stale here (e.g. params changed and changed back, or a fresh
+        # workspace): DVC restores the outputs from its run-cache without running the stage.
+        get_run_logger().info("%s: restoring outputs from the DVC run-cache", name)
+        stages.repro(root, name, pull=remote, log=get_run_logger().info)
+    if remote and result.get("outcome") == "ran":
+        push_stage.with_options(name=f"push-{name}", task_run_name=f"push-{name}")(name, str(root))
+    return result
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(
+    backbone: str | None = None,
+    image_size: int | None = None,
+    epochs_frozen: int | None = None,
+    epochs_full: int | None = None,
+    lr_frozen: float | None = None,
+    lr_full: float | None = None,
+    weights: str | None = None,
+    force_publish: bool | None = None,
+    refresh_cache: bool = False,
+    params: dict[str, Any] | None = None,
+    workspace: str = ".",
+) -> dict[str, Any]:
+    """Retrain, evaluate and publish a multi-label image classifier (the dvc.yaml pipeline).
+
+    Args:
+        backbone: small_cnn, mobilenet_v3_small, efficientnet_v2_b0, convnext_tiny, resnet50_v2, vgg16 or inception_resnet_v2 (params.yaml: train_frozen.backbone).
+        image_size: input side in pixels (augment.image_size).
+        epochs_frozen: epochs with the base frozen, head only (train_frozen.epochs).
+        epochs_full: epochs fine-tuning all layers (train_full.epochs).
+        lr_frozen: learning rate of the head-only phase (train_frozen.learning_rate).
+        lr_full: learning rate of the fine-tuning phase (train_full.learning_rate).
+        weights: imagenet, none, production (warm start from the published model) or a weights file path (train_frozen.weights).
+        force_publish: publish even if the quality gate refuses; recorded as forced (publish.force).
+        refresh_cache: ignore Prefect's cache and re-check every stage with DVC.
+        params: any other params.yaml values, as {"section.key": value}.
+        workspace: the repository checkout to run in.
+    """
+    root = Path(workspace).resolve()
+    if stages.pipeline(root) != STAGES:
+        raise stages.StageError(f"dvc.yaml stages {stages.pipeline(root)} differ from the flow's {STAGES}")
+    chosen = {FLOW_PARAMS[k]: v for k, v in locals().items() if k in FLOW_PARAMS and v is not None}
+    changed = apply_overrides(root / "params.yaml", {**chosen, **(params or {})})
+    stages.sync_data_source(root, log=get_run_logger().info)
+    remote = stages.has_remote(root)
+    opts = {"refresh": refresh_cache, "remote": remote}
+
+    results = [
+        stage(root, "ingest", **opts),
+        stage(root, "augment", **opts),
+        stage(root, "train_frozen", **opts),
+        stage(root, "train_full", **opts),
+        stage(root, "evaluate", **opts),
+        stage(root, "publish", **opts),
+    ]
+    return report.publish_run_report(root, results, changed)
+
+
+if __name__ == "__main__":
+    retrain()

@@ -1,0 +1,184 @@
+"""The bridge between ``dvc.yaml`` and the Prefect flow: one DAG, one fingerprint.
+
+A stage's fingerprint is DVC's own run-cache key for it: the hash of its command, the hashes
+of its deps and the values of its params, as DVC would write them to ``dvc.lock`` (outs
+reduced to their paths). So "Prefect says Cached" and "DVC has this run in its run-cache" are
+the same statement, and a flow run and ``dvc repro`` always agree on what is stale.
+
+Everything here is in-process DVC (its state database makes re-hashing unchanged files
+cheap) or a ``dvc repro --single-item`` subprocess; TensorFlow is never imported, so a
+fully cached flow re-run stays close to the cost of a no-op ``dvc repro``.
+
+    python -m flows.stages            # print each stage's fingerprint and whether it is current
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+DATA_SOURCE = "data.dvc"  # the raw dataset, tracked by `dvc add data`
+
+# What `dvc repro --single-item` printed decides what happened to the stage.
+_OUTCOMES = (
+    ("ran", re.compile(r"^Running stage '(?P<stage>[^']+)'")),
+    ("restored", re.compile(r"^Stage '(?P<stage>[^']+)' is cached - skipping run")),
+    ("unchanged", re.compile(r"^Stage '(?P<stage>[^']+)' didn't change, skipping")),
+)
+
+
+class StageError(RuntimeError):
+    """A stage failed or the pipeline definition is not what the flow expects."""
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """What one stage run left behind: its dvc.lock entry is the stage's whole result."""
+
+    stage: str
+    fingerprint: str
+    outcome: str  # ran | restored | unchanged
+    lock: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "fingerprint": self.fingerprint, "outcome": self.outcome, "lock": self.lock}
+
+
+def pipeline(root: Path) -> list[str]:
+    """Stage names in ``dvc.yaml`` order; an error if a stage depends on a later one.
+
+    The flow runs stages in this order, so the file order must be a topological order.
+    """
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())
+    stages: dict[str, Any] = spec.get("stages") or {}
+    names = list(stages)
+
+    def outs(stage: str) -> list[str]:
+        return [o if isinstance(o, str) else next(iter(o)) for o in stages[stage].get("outs", [])]
+
+    for i, name in enumerate(names):
+        later = [o for other in names[i + 1 :] for o in outs(other)]
+        for dep in stages[name].get("deps", []):
+            if any(dep == o or dep.startswith(o.rstrip("/") + "/") for o in later):
+                raise StageError(f"dvc.yaml: stage '{name}' depends on '{dep}', made by a later stage")
+    return names
+
+
+def _repo(root: Path):  # type: ignore[no-untyped-def]
+    from dvc.repo import Repo
+
+    return Repo(os.fspath(root))
+
+
+def fingerprint(root: Path, name: str) -> str:
+    """DVC's run-cache key of ``name`` for the workspace as it is now (deps hashed on disk)."""
+    from dvc.stage.cache import _can_hash, _get_stage_hash
+
+    with _repo(root) as repo, repo.lock:
+        stage = repo.stage.collect(name)[0]
+        stage.save_deps()
+        if not _can_hash(stage):
+            missing = [str(d) for d in stage.deps if not d.exists]
+            raise StageError(f"stage '{name}' cannot be fingerprinted; missing deps: {missing or 'none'}")
+        return str(_get_stage_hash(stage))
+
+
+def is_current(root: Path, name: str) -> bool:
+    """True when ``dvc status`` would call ``name`` up to date (deps, params, cmd and outs)."""
+    with _repo(root) as repo, repo.lock:
+        stage = repo.stage.collect(name)[0]
+        return not stage.changed()
+
+
+def lock_entry(root: Path, name: str) -> dict[str, Any]:
+    """The stage's entry in ``dvc.lock`` (empty if it never ran)."""
+    lock = root / "dvc.lock"
+    if not lock.exists():
+        return {}
+    return dict((yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(name, {}))
+
+
+def dvc_env() -> dict[str, str]:
+    """Environment for dvc subprocesses: stage commands say ``python``, meaning this one."""
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def has_remote(root: Path) -> bool:
+    """Whether a default DVC remote is configured (then runs pull from and push to it)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "dvc", "remote", "default"], cwd=root, env=dvc_env(),
+        capture_output=True, text=True,
+    )
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
+def dvc(root: Path, *args: str, log: Callable[[str], None] = print) -> list[str]:
+    """Run ``dvc <args>`` in ``root``, streaming its output lines to ``log``; raise on failure."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", *args], cwd=root, env=dvc_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip("\n")
+        # progress bars redraw with \r; keep the last state of each line
+        line = line.split("\r")[-1]
+        if line.strip():
+            lines.append(line)
+            log(line)
+    if proc.wait() != 0:
+        tail = "\n".join(lines[-15:])
+        raise StageError(f"`dvc {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")
+    return lines
+
+
+def repro(root: Path, name: str, *, pull: bool = False, push: bool = False,
+          log: Callable[[str], None] = print) -> StageRun:
+    """Bring stage ``name`` up to date exactly as ``dvc repro --single-item`` does.
+
+    DVC skips it when unchanged, restores it from the run-cache (local, or the remote with
+    ``pull``) when it has seen these inputs before, and runs its command otherwise.
+    """
+    key = fingerprint(root, name)
+    args = ["repro", "--single-item", name] + (["--pull"] if pull else [])
+    lines = dvc(root, *args, log=log)
+    outcome = "unchanged"
+    for line in lines:
+        for label, pattern in _OUTCOMES:
+            m = pattern.match(line)
+            if m and m.group("stage") == name:
+                outcome = label
+    if push:
+        # push outs and the run-cache entry, so a fresh workspace elsewhere restores this stage
+        dvc(root, "push", "--run-cache", name, log=log)
+    return StageRun(stage=name, fingerprint=key, outcome=outcome, lock=lock_entry(root, name))
+
+
+def sync_data_source(root: Path, log: Callable[[str], None] = print) -> bool:
+    """Record a changed ``data/`` in ``data.dvc``, as ``dvc repro`` does; True if it changed."""
+    if not (root / DATA_SOURCE).exists() or is_current(root, DATA_SOURCE):
+        return False
+    log(f"{DATA_SOURCE}: data/ changed since it was last versioned; recording the new version")
+    dvc(root, "commit", "--force", DATA_SOURCE, log=log)
+    return True
+
+
+if __name__ == "__main__":
+    here = Path.cwd()
+    for stage_name in pipeline(here):
+        try:
+            print(f"{stage_name:14s} {fingerprint(here, stage_name)[:16]}  current={is_current(here, stage_name)}")
+        except StageError as e:
+            print(f"{stage_name:14s} -  ({e})")

@@ -1,0 +1,190 @@
+"""One config source: ``params.yaml``, a section per stage, validated at the edge.
+
+Every stage reads only its own section, so a change invalidates only the stages that use it
+(``dvc.yaml`` lists the same sections as params deps). Unknown keys and wrong types are errors
+that name the file, the section and the key.
+
+The defaults below are the reference study's recipe (ImageNet backbone, Adam 1e-5, 20 epochs,
+batch 64, rotation 20 deg, shifts 20 %, flips). ``params.yaml`` overrides some of them so the
+embedded demo finishes in minutes on a laptop CPU; each override there says why.
+
+    python -m tasks.config            # print the resolved config of every stage
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys and loose types are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class IngestConfig(Section):
+    source: Literal["manifest", "coco", "voc"] = "manifest"
+    root: str = "data"  # dataset root; no image path may leave it
+    images: str = "images"  # image folder, relative to root
+    labels: str = "labels.tsv"  # manifest: filename + labels (CSV or TSV)
+    classes: str = "classes.txt"  # one class name per line, line number = class index
+    label_format: Literal["auto", "index", "name"] = "auto"
+    coco_annotations: str = "annotations/instances.json"
+    coco_mapping: dict[str, str] | None = None  # COCO category name -> our class (many to one)
+    coco_unmapped: Literal["drop", "keep_empty"] = "drop"  # images left with no mapped category
+    voc_root: str = "VOC"
+    voc_difficult: Literal["skip", "include"] = "skip"
+    empty_labels: Literal["reject", "keep"] = "reject"  # images with no label at all
+    test_list: str | None = None  # a user-provided test split (file of filenames); else carved
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    val_fraction: float = Field(0.15, ge=0.0, lt=1.0)  # share of what is left after test
+    seed: int = 42
+    max_quarantine_share: float = Field(0.05, ge=0.0, le=1.0)  # fail the run above this
+    max_pixels: int = 89_478_485  # Pillow's decompression-bomb limit
+    max_side: int = 20_000  # absurd dimensions are rejected
+    workers: int = Field(2, ge=1)  # processes decoding/hashing images (ingest is I/O + decode bound)
+
+
+class AugmentConfig(Section):
+    image_size: int = Field(256, ge=32)  # the study: 256x256
+    resize: Literal["stretch", "pad"] = "stretch"
+    jpeg_quality: int = Field(95, ge=50, le=100)
+    shard_mb: int = Field(150, ge=1)  # TFRecord shards of roughly this many MB
+    workers: int = Field(2, ge=1)
+    # The augmentation policy: runs inside the model (on the device), off at inference.
+    rotation: float = Field(20.0, ge=0.0, le=180.0)  # degrees, +-
+    translate: float = Field(0.2, ge=0.0, le=1.0)  # share of width/height, +-
+    zoom: float = Field(0.0, ge=0.0, lt=1.0)  # +- share
+    hflip: bool = True
+    vflip: bool = True
+    fill_mode: Literal["reflect", "nearest", "constant", "wrap"] = "nearest"
+    brightness: float = Field(0.0, ge=0.0, le=1.0)  # +- share of 255
+    contrast: float = Field(0.0, ge=0.0, le=1.0)  # +- share
+    preview_images: int = Field(4, ge=1)
+    preview_draws: int = Field(5, ge=1)
+
+
+LossName = Literal["bce", "asl", "weighted_bce"]
+
+
+class TrainFrozenConfig(Section):
+    backbone: str = "inception_resnet_v2"
+    weights: str = "imagenet"  # imagenet | none | production | path to a .keras/.weights.h5 file
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(1e-5, gt=0.0)
+    decay: bool = True  # inverse-time decay equivalent to the old Keras `decay=lr/epochs`
+    patience: int = Field(3, ge=0)  # early stopping on validation mAP, best weights restored
+    loss: LossName = "bce"
+    seed: int = 42
+    deterministic: bool = True
+    # weights: production warm-starts from the model this registry alias points at (train helper)
+    registry_store: str = "registry"
+    registry_model: str = "tagsmith"
+    registry_alias: str = "production"
+
+
+class TrainFullConfig(Section):
+    unfreeze_from: str | None = None  # name of the first layer to unfreeze; None = all
+    # BatchNorm in phase 2: frozen (keras-io practice for pretrained bases), train, or auto =
+    # train only when the base started from random weights (no statistics worth keeping)
+    batchnorm: Literal["auto", "frozen", "train"] = "auto"
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(1e-5, gt=0.0)
+    decay: bool = True
+    patience: int = Field(3, ge=0)
+    loss: LossName = "bce"
+    seed: int = 42
+    deterministic: bool = True
+
+
+class EvaluateConfig(Section):
+    batch_size: int = Field(64, ge=1)
+    default_threshold: float = Field(0.5, gt=0.0, lt=1.0)  # for classes absent from validation
+
+
+class PublishConfig(Section):
+    store: str = "registry"  # a local folder, or s3://bucket/prefix
+    model_name: str = "tagsmith"
+    alias: str = "production"
+    max_map_drop: float = Field(0.01, ge=0.0)  # gate: allowed mAP drop against production
+    must_improve: bool = False
+    force: bool = False  # publish even if the gate says no (recorded as forced)
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "ingest": IngestConfig,
+    "augment": AugmentConfig,
+    "train_frozen": TrainFrozenConfig,
+    "train_full": TrainFullConfig,
+    "evaluate": EvaluateConfig,
+    "publish": PublishConfig,
+}
+
+S = TypeVar("S", bound=Section)
+
+
+class ConfigError(ValueError):
+    """A params file that does not validate; the message names file, section and key."""
+
+
+def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read the raw params file; unknown sections are errors."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: params file not found") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {unknown}; known: {sorted(SECTIONS)}")
+    return raw
+
+
+def parse_section(name: str, values: dict[str, Any] | None, source: str = str(PARAMS_FILE)) -> Section:
+    """Validate one section's values; errors name ``source``, the section and each bad key."""
+    model = SECTIONS[name]
+    try:
+        return model.model_validate(values or {})
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{name}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            + (f" (got {err['input']!r})" if err["type"] != "extra_forbidden" else " (unknown key)")
+            for err in e.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def load(section: type[S], path: Path = PARAMS_FILE) -> S:
+    """Load and validate the section of ``path`` that ``section`` describes."""
+    name = next(k for k, v in SECTIONS.items() if v is section)
+    raw = read_params(path)
+    cfg = parse_section(name, raw.get(name), str(path))
+    assert isinstance(cfg, section)
+    return cfg
+
+
+def load_all(path: Path = PARAMS_FILE) -> dict[str, Section]:
+    """Validate every section (used by the flow before it runs anything)."""
+    raw = read_params(path)
+    return {name: parse_section(name, raw.get(name), str(path)) for name in SECTIONS}
+
+
+if __name__ == "__main__":
+    try:
+        print(json.dumps({k: v.model_dump() for k, v in load_all().items()}, indent=2))
+    except ConfigError as e:
+        sys.exit(f"error: {e}")

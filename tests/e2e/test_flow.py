@@ -1,0 +1,69 @@
+"""The Prefect flow against a real server: runs every stage, then all Cached, then the subset."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.request
+
+import pytest
+
+from .conftest import run
+
+STAGES = ["ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
+pytestmark = pytest.mark.e2e
+
+FLOW = """
+import json, sys
+from flows.retrain import retrain
+state = retrain(workspace=".", return_state=True, **json.loads(sys.argv[1]))
+print("FLOW_RUN_ID", state.state_details.flow_run_id, state.type.value)
+"""
+
+
+def run_flow(repo, api_url: str, **params) -> dict[str, str]:
+    """Run the flow in its own process; return {task run name: state name} for the stages."""
+    out = run([sys.executable, "-c", FLOW, json.dumps(params)], repo, env={"PREFECT_API_URL": api_url})
+    line = next(line for line in out.stdout.splitlines() if line.startswith("FLOW_RUN_ID"))
+    _, flow_run_id, state = line.split()
+    assert state == "COMPLETED", out.stdout[-3000:]
+    body = json.dumps({"flow_runs": {"id": {"any_": [flow_run_id]}}}).encode()
+    req = urllib.request.Request(f"{api_url}/task_runs/filter", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        runs = json.load(r)
+    return {t["name"]: t["state"]["name"] for t in runs if t["name"] in STAGES}
+
+
+@pytest.fixture(scope="module")
+def flow_repo(tiny_repo_factory):
+    return tiny_repo_factory("flow")
+
+
+def test_flow_runs_cached_then_subset(flow_repo, prefect_server, tiny_repo_factory):
+    first = run_flow(flow_repo, prefect_server)
+    assert first == {s: "Completed" for s in STAGES}
+    lock = (flow_repo / "dvc.lock").read_text()
+    model = flow_repo / "artifacts/models/full/model.keras"
+    mtime = model.stat().st_mtime_ns
+
+    second = run_flow(flow_repo, prefect_server)
+    assert second == {s: "Cached" for s in STAGES}
+    assert (flow_repo / "dvc.lock").read_text() == lock
+    assert model.stat().st_mtime_ns == mtime, "a cached re-run rewrote the model"
+    status = run([sys.executable, "-m", "dvc", "status", "--json"], flow_repo).stdout
+    assert json.loads(status) == {}, "after the flow, dvc repro would still run something"
+
+    third = run_flow(flow_repo, prefect_server, epochs_full=1)
+    expected = {s: "Cached" for s in STAGES[:3]} | {s: "Completed" for s in STAGES[3:]}
+    assert third == expected
+    assert "epochs: 1" in (flow_repo / "params.yaml").read_text()
+    assert json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], flow_repo).stdout) == {}
+
+
+def test_flow_and_dvc_repro_write_the_same_lock(prefect_server, tiny_repo_factory):
+    by_flow = tiny_repo_factory("same-flow")
+    by_dvc = tiny_repo_factory("same-dvc")
+    run_flow(by_flow, prefect_server, refresh_cache=True)
+    run([sys.executable, "-m", "dvc", "repro"], by_dvc)
+    assert (by_flow / "dvc.lock").read_text() == (by_dvc / "dvc.lock").read_text()

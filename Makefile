@@ -12,6 +12,8 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
+# Every stage is a fresh Python process: let it reuse compiled bytecode.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup data demo test bench clean-artifacts
 

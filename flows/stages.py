@@ -111,6 +111,8 @@ def dvc_env() -> dict[str, str]:
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env.setdefault("DVC_NO_ANALYTICS", "1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # every stage is a fresh interpreter: reusing compiled bytecode saves seconds per stage
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 

@@ -1,0 +1,233 @@
+"""Stage ``augment``: turn the ingested dataset into TFRecord shards + the augmentation policy.
+
+    python -m tasks.augment
+
+Reads ``params.yaml`` (section ``augment``; the dataset root and the image-size limits come
+from section ``ingest``, the same values ingest used), ``artifacts/dataset/manifest.csv`` and
+``classes.json``. Each image is decoded with ``imageio.open_rgb``, resized to ``image_size``
+(``stretch`` or ``pad``), JPEG-encoded and streamed into ``artifacts/shards/`` by
+``shards.write_split``, split by split, in manifest (id) order. Decoding runs in ``workers``
+processes; results are consumed in bounded windows, so memory never holds the dataset.
+The augmentation itself is not baked into the shards: it runs inside the model, from
+``policy.json``; ``preview.png`` shows what it does to a few training images.
+
+An image that fails here is reported (path + reason), counted in ``index.json``'s
+``skipped`` and left out; the run goes on. Outputs are byte-deterministic.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import multiprocessing
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from tasks.config import AugmentConfig, ConfigError, IngestConfig, load
+from tasks.imageio import ImageFault, encode_jpeg, open_rgb, resize, resolve_under
+
+# tasks.shards (TensorFlow), tasks.augmentation (Keras) and matplotlib are imported inside the
+# functions that need them: decode workers are spawned and import this module, and should not
+# pay seconds of TensorFlow start-up each.
+
+SPLITS = ("train", "val", "test")
+MANIFEST_COLUMNS = ("id", "path", "labels", "split")
+PREVIEW_SEED = 0  # fixed, so preview.png is the same bytes on every run
+WINDOW_PER_WORKER = 256  # images in flight per worker: bounds memory whatever the consumer's pace
+
+
+@dataclass
+class Summary:
+    """What the stage wrote: kept images per split, and every image left out (with why)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    files: dict[str, list[str]] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def _encode_one(row: tuple[str, str], *, root: Path, size: int, method: str, quality: int,
+                max_pixels: int, max_side: int) -> tuple[str, bytes | None, str]:
+    """Decode, resize and encode one manifest row (runs in a worker process).
+
+    Returns:
+        ``(id, jpeg_bytes, "")`` or ``(id, None, reason)`` when the image cannot be used.
+    """
+    id_, rel = row
+    path = None
+    try:
+        path = resolve_under(root, rel)
+        img = open_rgb(path, max_pixels=max_pixels, max_side=max_side)
+        return id_, encode_jpeg(resize(img, size, method), quality), ""
+    except ImageFault as e:
+        reason = f"{e.reason}: {e.message}"
+    except (OSError, ValueError) as e:  # anything else Pillow raises on a bad file
+        reason = f"undecodable: {type(e).__name__}: {e}"
+    # The reason goes into index.json: name the file relative to the root, never absolutely.
+    return id_, None, reason.replace(str(path), rel) if path is not None else reason
+
+
+def read_manifest(dataset_dir: Path) -> tuple[list[dict[str, str]], list[str]]:
+    """Read ingest's ``manifest.csv`` and ``classes.json``.
+
+    Args:
+        dataset_dir: ingest's output folder.
+
+    Returns:
+        The manifest rows sorted by id (strings; no label is ``""``) and the class names in
+        index order. (The csv module, not pandas: spawned workers import this module.)
+    """
+    path = dataset_dir / "manifest.csv"
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}; have {reader.fieldnames}")
+        rows = sorted(reader, key=lambda r: r["id"])
+    classes = json.loads((dataset_dir / "classes.json").read_text())["classes"]
+    return rows, list(classes)
+
+
+def _multi_hot(labels: str, class_index: dict[str, int]) -> np.ndarray:
+    """``"cat;dog"`` -> multi-hot vector; an unknown name raises ``KeyError`` naming it."""
+    vec = np.zeros(len(class_index), np.float32)
+    for name in filter(None, labels.split(";")):
+        if name not in class_index:
+            raise KeyError(f"unknown_class: label {name!r} not in classes.json")
+        vec[class_index[name]] = 1.0
+    return vec
+
+
+def _stream(rows: list[dict[str, str]], job, pool, workers: int, class_index: dict[str, int], summary: Summary,
+            keep: list[bytes], keep_n: int, bar: tqdm) -> Iterator[tuple[str, bytes, np.ndarray]]:
+    """Yield ``(id, jpeg, labels)`` for the usable rows, in order; record the others."""
+    window = WINDOW_PER_WORKER * workers
+    for start in range(0, len(rows), window):
+        block = rows[start:start + window]
+        pairs = [(r["id"], r["path"]) for r in block]
+        results = pool.imap(job, pairs, chunksize=16) if pool else map(job, pairs)
+        for (id_, jpeg, reason), row in zip(results, block):
+            bar.update(1)
+            rel = row["path"]
+            try:
+                vec = _multi_hot(row["labels"], class_index)
+            except KeyError as e:
+                jpeg, reason = None, str(e.args[0])
+            if jpeg is None:
+                summary.skipped.append({"id": id_, "path": rel, "reason": reason})
+                tqdm.write(f"skipped {rel}: {reason}", file=sys.stderr)
+                continue
+            if len(keep) < keep_n:
+                keep.append(jpeg)
+            yield id_, jpeg, vec
+
+
+def run(cfg: AugmentConfig, *, data_root: Path = Path("data"), dataset_dir: Path = Path("artifacts/dataset"),
+        out_dir: Path = Path("artifacts/shards"), max_pixels: int = 89_478_485, max_side: int = 20_000) -> Summary:
+    """Write shards, ``index.json``, ``policy.json`` and ``preview.png``.
+
+    Args:
+        cfg: the ``augment`` section.
+        data_root: the dataset root the manifest's paths are relative to (ingest.root).
+        dataset_dir: ingest's output folder (manifest.csv, classes.json).
+        out_dir: where to write; earlier shards there are replaced.
+        max_pixels, max_side: image-size limits for ``open_rgb`` (ingest's).
+
+    Returns:
+        Counts per split, shard names and the skipped images.
+    """
+    from tasks.augmentation import POLICY_DEFAULTS
+    from tasks.shards import write_index, write_split
+
+    manifest, classes = read_manifest(Path(dataset_dir))
+    class_index = {name: i for i, name in enumerate(classes)}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = Summary()
+    unknown = [r for r in manifest if r["split"] not in SPLITS]
+    for r in unknown:
+        summary.skipped.append({"id": r["id"], "path": r["path"], "reason": f"unknown_split: {r['split']!r} not in {SPLITS}"})
+    job = functools.partial(_encode_one, root=Path(data_root), size=cfg.image_size, method=cfg.resize,
+                            quality=cfg.jpeg_quality, max_pixels=max_pixels, max_side=max_side)
+    preview: list[bytes] = []
+    # spawn, not fork: the parent has TensorFlow's threads running, which fork does not survive.
+    pool = multiprocessing.get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 else None
+    try:
+        with tqdm(total=len(manifest) - len(unknown), desc="augment", unit="img") as bar:
+            for split in SPLITS:
+                rows = [r for r in manifest if r["split"] == split]
+                keep_n = cfg.preview_images if split == "train" else 0
+                before = len(summary.skipped)
+                stream = _stream(rows, job, pool, cfg.workers, class_index, summary, preview, keep_n, bar)
+                summary.files[split] = write_split(stream, out_dir, split, cfg.shard_mb)
+                summary.counts[split] = len(rows) - (len(summary.skipped) - before)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    summary.skipped.sort(key=lambda s: s["id"])
+    write_index(out_dir, {
+        "image_size": cfg.image_size,
+        "classes": classes,
+        "splits": {s: {"count": summary.counts[s], "files": summary.files[s]} for s in SPLITS},
+        "skipped": summary.skipped,
+    })
+    policy = {key: getattr(cfg, key) for key in POLICY_DEFAULTS}
+    (out_dir / "policy.json").write_text(json.dumps(policy, sort_keys=True, indent=2) + "\n")
+    if not preview:
+        raise ValueError(f"{dataset_dir}/manifest.csv: no usable training image; nothing to train on")
+    write_preview(preview, policy, cfg.preview_draws, out_dir / "preview.png")
+    return summary
+
+
+def write_preview(jpegs: list[bytes], policy: dict, draws: int, path: Path) -> None:
+    """Grid of training images: the original, then ``draws`` augmented draws, per row.
+
+    Args:
+        jpegs: encoded images, one per row (all the same size).
+        policy: the augmentation policy.
+        draws: augmented columns.
+        path: the PNG to write (no timestamp or version metadata, so bytes are reproducible).
+    """
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from tasks.augmentation import build_augmentation
+
+    originals = np.stack([np.asarray(Image.open(io.BytesIO(j)).convert("RGB"), np.float32) for j in jpegs])
+    layer = build_augmentation(policy, seed=PREVIEW_SEED)
+    columns = [originals] + [np.asarray(layer(originals, training=True)) for _ in range(draws)]
+    fig, axes = plt.subplots(len(jpegs), draws + 1, figsize=(1.6 * (draws + 1), 1.6 * len(jpegs)), squeeze=False)
+    for r in range(len(jpegs)):
+        for c, images in enumerate(columns):
+            axes[r, c].imshow(np.clip(images[r], 0, 255).astype(np.uint8), interpolation="nearest")
+            axes[r, c].set_axis_off()
+            if r == 0:
+                axes[r, c].set_title("original" if c == 0 else f"draw {c}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def main() -> None:
+    """``python -m tasks.augment``: run with params.yaml and print the summary."""
+    try:
+        ingest, cfg = load(IngestConfig), load(AugmentConfig)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    summary = run(cfg, data_root=Path(ingest.root), max_pixels=ingest.max_pixels, max_side=ingest.max_side)
+    print(json.dumps({"counts": summary.counts, "skipped": len(summary.skipped)}, sort_keys=True, indent=2))
+
+
+if __name__ == "__main__":
+    main()

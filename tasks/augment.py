@@ -173,6 +173,9 @@ def run(cfg: AugmentConfig, *, data_root: Path = Path("data"), dataset_dir: Path
     summary.skipped.sort(key=lambda s: s["id"])
     write_index(out_dir, {
         "image_size": cfg.image_size,
+        # how images were prepared: prediction must prepare new images exactly the same way
+        "resize": cfg.resize,
+        "jpeg_quality": cfg.jpeg_quality,
         "classes": classes,
         "splits": {s: {"count": summary.counts[s], "files": summary.files[s]} for s in SPLITS},
         "skipped": summary.skipped,

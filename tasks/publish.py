@@ -1,0 +1,170 @@
+"""Publish stage: quality gate against production, then a content-versioned registry upload.
+
+    python -m tasks.publish
+
+Reads artifacts/models/full, artifacts/eval and artifacts/shards; writes
+artifacts/publish/receipt.json and gate.md (no timestamps). The gate (tasks/gate.py) compares
+the candidate's test mAP with production's, recomputed on the same test shards. If it passes
+(or publish.force), the version is uploaded to publish.store (tasks/registry.py) and
+publish.alias is moved to it, last. A REJECTION EXITS 0: the receipt says "rejected" and
+the alias stays where it was. Registry failures (S3 down...) exit 1 with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks import gate, metrics, registry, scoring, shards
+from tasks.config import ConfigError, PublishConfig, load
+
+MODEL_DIR = Path("artifacts/models/full")
+SHARD_DIR = Path("artifacts/shards")
+EVAL_DIR = Path("artifacts/eval")
+OUT_DIR = Path("artifacts/publish")
+EVAL_FILES = ("thresholds.json", "metrics.json", "model_card.md")
+
+
+@dataclass
+class PublishSummary:
+    """What the publish stage decided and did."""
+
+    outcome: str  # published | forced | rejected | unchanged
+    version: str
+    receipt: dict[str, Any]
+
+
+def s3_options(cfg: PublishConfig) -> registry.S3Options:
+    """The S3 client settings of the publish section."""
+    return registry.S3Options(endpoint_url=cfg.endpoint_url, max_attempts=cfg.s3_max_attempts,
+                              multipart_threshold_mb=cfg.multipart_threshold_mb)
+
+
+def preprocess_info(meta: dict[str, Any], index: dict[str, Any]) -> dict[str, Any]:
+    """How images must be prepared for this model (what augment did when writing shards)."""
+    pre = dict(meta.get("preprocess", {}))
+    pre.setdefault("image_size", int(meta.get("image_size", index.get("image_size", 0))))
+    pre.setdefault("resize", meta.get("resize", index.get("resize", "stretch")))
+    pre.setdefault("jpeg_quality", int(meta.get("jpeg_quality", index.get("jpeg_quality", 95))))
+    return pre
+
+
+def stage_files(model_dir: Path, eval_dir: Path, shard_dir: Path, dest: Path) -> None:
+    """Lay out one registry version in ``dest``: model, metadata (+thresholds, preprocess), eval files."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_dir / "model.keras", dest / "model.keras")
+    if (model_dir / "saved_model").is_dir():
+        shutil.copytree(model_dir / "saved_model", dest / "saved_model")
+    for name in EVAL_FILES:
+        shutil.copyfile(eval_dir / name, dest / name)
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    meta["thresholds"] = json.loads((eval_dir / "thresholds.json").read_text())
+    meta["preprocess"] = preprocess_info(meta, shards.read_index(shard_dir))
+    (dest / "metadata.json").write_text(json.dumps(meta, sort_keys=True, indent=2) + "\n")
+
+
+def baseline_metrics(version_dir: Path, shard_dir: Path, batch_size: int) -> tuple[dict | None, str]:
+    """Production's numbers on the current test shards, computed as evaluate computes them.
+
+    Returns:
+        (metrics or None when production cannot be compared, note saying why not).
+    """
+    from tasks.model import load_model
+
+    model, meta = load_model(version_dir)
+    index = shards.read_index(shard_dir)
+    if list(meta["classes"]) != list(index["classes"]):
+        return None, "no comparable baseline: production has different classes"
+    if int(meta["image_size"]) != int(index["image_size"]):
+        return None, "no comparable baseline: production expects another image_size"
+    _, y, s = scoring.score_split(model, shard_dir, "test", batch_size)
+    s = s.round(6)  # as evaluate rounds before computing
+    thr_file = version_dir / "thresholds.json"
+    thr = json.loads(thr_file.read_text())["thresholds"] if thr_file.is_file() else [0.5] * y.shape[1]
+    out = metrics.summary_metrics(y, s, thr)
+    return {k: (v if isinstance(v, int) else round(v, 6)) for k, v in sorted(out.items())}, ""
+
+
+def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD_DIR,
+        eval_dir: Path = EVAL_DIR, out_dir: Path = OUT_DIR) -> PublishSummary:
+    """Gate, publish and move the alias; write receipt.json and gate.md.
+
+    Args:
+        cfg: the publish section.
+        model_dir, shard_dir, eval_dir: the upstream stages' outputs.
+        out_dir: where receipt.json and gate.md go.
+    Returns:
+        PublishSummary; a rejection is a normal return, not an exception.
+    Raises:
+        registry.RegistryError: the store failed; nothing was aliased.
+    """
+    opts = s3_options(cfg)
+    store = registry.open_store(cfg.store, opts)
+    candidate = json.loads((Path(eval_dir) / "metrics.json").read_text())
+    prod = registry.get_alias(store, cfg.model_name, cfg.alias)
+    with tempfile.TemporaryDirectory(prefix="tagsmith-publish-") as tmp:
+        files = Path(tmp) / "version"
+        stage_files(Path(model_dir), Path(eval_dir), Path(shard_dir), files)
+        version = registry.version_of(registry.build_manifest(files))
+        baseline, note = None, ""
+        if prod is not None and prod.version != version:
+            prod_dir = registry.resolve_model_dir(cfg.store, cfg.model_name, prod.version,
+                                                  Path(cfg.cache_dir), opts)
+            baseline, note = baseline_metrics(prod_dir, Path(shard_dir), cfg.batch_size)
+        decision = gate.decide(candidate["map"], None if baseline is None else baseline["map"],
+                               prod.version if prod else None, max_map_drop=cfg.max_map_drop,
+                               must_improve=cfg.must_improve, force=cfg.force, note=note)
+        if prod is not None and prod.version == version:
+            outcome = "unchanged"
+            decision = gate.decide(candidate["map"], None, version, max_map_drop=cfg.max_map_drop,
+                                   must_improve=cfg.must_improve, force=False,
+                                   note=f"'{cfg.alias}' already is this content version; nothing to compare")
+        elif decision.publish:
+            registry.publish_version(store, cfg.model_name, files)
+            registry.set_alias(store, cfg.model_name, cfg.alias, version)
+            outcome = "forced" if decision.forced else "published"
+        else:
+            outcome = "rejected"
+    moved = outcome in ("published", "forced")
+    receipt = {
+        "model_name": cfg.model_name, "store": cfg.store, "alias": cfg.alias, "version": version,
+        "uri": store.uri(f"{cfg.model_name}/{version}"), "outcome": outcome,
+        "published": moved or outcome == "unchanged", "alias_moved": moved,
+        "alias_version": version if moved or outcome == "unchanged" else (prod.version if prod else None),
+        "alias_previous": (prod.version if prod else None) if moved else None,
+        "gate": decision.as_dict(), "candidate": candidate, "baseline": baseline,
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "receipt.json").write_text(json.dumps(receipt, sort_keys=True, indent=2) + "\n")
+    (out_dir / "gate.md").write_text(gate.render_report(decision, outcome, version, cfg.alias, candidate, baseline))
+    return PublishSummary(outcome, version, receipt)
+
+
+def main() -> None:
+    """Entry point of ``python -m tasks.publish``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        s = run(load(PublishConfig))
+    except (ConfigError, FileNotFoundError, registry.RegistryError) as e:
+        sys.exit(f"publish: error: {e}")
+    g = s.receipt["gate"]
+    if s.outcome == "rejected":
+        print(f"publish: gate REJECTED {s.version}: {g['reason']}")
+        print(f"publish: not published, alias '{s.receipt['alias']}' not moved "
+              "(a gate decision, not a failure; set publish.force=true to override)")
+    elif s.outcome == "unchanged":
+        print(f"publish: {s.version} is already '{s.receipt['alias']}'; nothing to do")
+    else:
+        print(f"publish: gate {'FORCED' if g['forced'] else 'passed'}: {g['reason']}")
+        print(f"publish: {s.receipt['alias']} -> {s.version} at {s.receipt['uri']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""Versioned model registry on a store (local folder or S3; see tasks/stores.py).
+
+Layout::
+
+    <store>/<model>/<version>/model.keras, saved_model/..., metadata.json, thresholds.json,
+                              metrics.json, model_card.md, MANIFEST.json
+    <store>/<model>/aliases/<alias>.json   {"version", "set_at", "by", "previous"}
+
+A version's name comes from its content: "v-" + the first 12 hex of the sha256 of its
+manifest (path -> sha256 + size of every file), so publishing the same files twice is a
+no-op. Write order is the safety: files first (each verified), MANIFEST.json after them,
+then the whole version is verified against it, and only then may an alias point at it. A
+version without MANIFEST.json is incomplete and never resolved; an interrupted publish
+leaves at most such a folder, and a re-run completes it.
+
+Library only (the lead's CLI `tagsmith registry ...` wraps these); functions return data.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tasks.stores import RegistryError, S3Options, Store, file_sha256, open_store
+
+MANIFEST = "MANIFEST.json"
+REQUIRED = ("model.keras", "metadata.json", "thresholds.json", "metrics.json", "model_card.md")
+
+__all__ = ["AliasRecord", "RegistryError", "S3Options", "Store", "VersionInfo", "build_manifest",
+           "get_alias", "list_versions", "open_store", "promote", "publish_version", "resolve",
+           "resolve_model_dir", "rollback", "set_alias", "show", "verify", "version_of"]
+
+
+@dataclass(frozen=True)
+class AliasRecord:
+    """What an alias object holds."""
+
+    version: str
+    set_at: str
+    by: str
+    previous: str | None
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One entry of ``list_versions``."""
+
+    version: str
+    complete: bool  # MANIFEST.json present (``verify`` checks the bytes too)
+    aliases: list[str]
+    map: float | None  # test mAP from its metrics.json, if readable
+
+
+def build_manifest(files_dir: Path) -> dict[str, Any]:
+    """{"files": {relative posix path: {"sha256", "size"}}} of every file under ``files_dir``."""
+    root = Path(files_dir)
+    files = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and rel != MANIFEST:
+            files[rel] = {"sha256": file_sha256(p), "size": p.stat().st_size}
+    return {"files": files}
+
+
+def version_of(manifest: dict[str, Any]) -> str:
+    """The content-derived version name of a manifest."""
+    canon = json.dumps(manifest["files"], sort_keys=True, separators=(",", ":")).encode()
+    return "v-" + hashlib.sha256(canon).hexdigest()[:12]
+
+
+def _json(store: Store, key: str) -> Any | None:
+    raw = store.get_bytes(key)
+    return None if raw is None else json.loads(raw)
+
+
+def _dump(obj: Any) -> bytes:
+    return (json.dumps(obj, sort_keys=True, indent=2) + "\n").encode()
+
+
+def verify(store: Store, model: str, version: str) -> list[str]:
+    """Check a version against its MANIFEST.json.
+
+    Returns:
+        Problems (empty = complete and intact): missing manifest, a manifest that does not hash
+        to the version name, missing files, size or sha256 mismatches.
+    """
+    manifest = _json(store, f"{model}/{version}/{MANIFEST}")
+    if manifest is None:
+        return [f"{store.uri(f'{model}/{version}')}: no {MANIFEST} (incomplete or unknown version)"]
+    problems = []
+    if version_of(manifest) != version:
+        problems.append(f"{MANIFEST} of {version} hashes to {version_of(manifest)}")
+    for rel, want in sorted(manifest["files"].items()):
+        key = f"{model}/{version}/{rel}"
+        size = store.size(key)
+        if size is None:
+            problems.append(f"{store.uri(key)}: missing")
+        elif size != want["size"]:
+            problems.append(f"{store.uri(key)}: size {size} != {want['size']}")
+        elif store.sha256(key) != want["sha256"]:
+            problems.append(f"{store.uri(key)}: sha256 differs from the manifest")
+    return problems
+
+
+def publish_version(store: Store, model_name: str, files_dir: Path) -> str:
+    """Upload the files of ``files_dir`` as a new version (no-op if it is already complete).
+
+    Args:
+        store: the registry store.
+        model_name: the registry's model name (first path level).
+        files_dir: model.keras, metadata.json, thresholds.json, metrics.json, model_card.md
+            and optionally saved_model/ (anything else under it is published too).
+    Returns:
+        The version name.
+    Raises:
+        RegistryError: a required file is missing, an upload failed, or the result does not
+            verify. No alias is touched either way.
+    """
+    missing = [f for f in REQUIRED if not (Path(files_dir) / f).is_file()]
+    if missing:
+        raise RegistryError(f"{files_dir}: missing {missing}; cannot publish")
+    manifest = build_manifest(files_dir)
+    version = version_of(manifest)
+    if not verify(store, model_name, version):
+        return version
+    try:
+        for rel, want in manifest["files"].items():
+            key = f"{model_name}/{version}/{rel}"
+            # A re-run after an interruption keeps what already arrived intact.
+            if store.size(key) == want["size"] and store.sha256(key) == want["sha256"]:
+                continue
+            store.put_file(Path(files_dir) / rel, key, want["sha256"])
+        store.put_bytes(f"{model_name}/{version}/{MANIFEST}", _dump(manifest))
+    except RegistryError as e:
+        raise RegistryError(f"publishing {model_name}/{version} was interrupted (the version stays "
+                            f"incomplete, no alias was moved; re-run to complete it): {e}") from e
+    problems = verify(store, model_name, version)
+    if problems:
+        raise RegistryError(f"published {version} does not verify: {'; '.join(problems)}")
+    return version
+
+
+def get_alias(store: Store, model: str, alias: str) -> AliasRecord | None:
+    """The alias record, or None when the alias was never set."""
+    raw = _json(store, f"{model}/aliases/{alias}.json")
+    return None if raw is None else AliasRecord(**{k: raw.get(k) for k in AliasRecord.__dataclass_fields__})
+
+
+def set_alias(store: Store, model: str, alias: str, version: str, by: str | None = None) -> AliasRecord:
+    """Point ``alias`` at ``version`` after verifying the version; a no-op if it already does.
+
+    Raises:
+        RegistryError: the version is incomplete or damaged.
+    """
+    problems = verify(store, model, version)
+    if problems:
+        raise RegistryError(f"refusing to point {alias!r} at {version}: {'; '.join(problems)}")
+    current = get_alias(store, model, alias)
+    if current is not None and current.version == version:
+        return current
+    record = AliasRecord(
+        version=version,
+        set_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        by=by or os.environ.get("TAGSMITH_USER") or getpass.getuser(),
+        previous=current.version if current else None,
+    )
+    store.put_bytes(f"{model}/aliases/{alias}.json", _dump(asdict(record)))
+    return record
+
+
+def promote(store: Store, model: str, version: str, alias: str = "production", by: str | None = None) -> AliasRecord:
+    """Point ``alias`` at ``version`` (a version name, or another alias to copy)."""
+    return set_alias(store, model, alias, resolve(store, model, version), by)
+
+
+def rollback(store: Store, model: str, alias: str = "production", by: str | None = None) -> AliasRecord:
+    """Move ``alias`` back to its previous version (a second rollback undoes the first).
+
+    Raises:
+        RegistryError: the alias is unset or has no previous version.
+    """
+    current = get_alias(store, model, alias)
+    if current is None or not current.previous:
+        raise RegistryError(f"{store.uri(f'{model}/aliases/{alias}.json')}: nothing to roll back to")
+    return set_alias(store, model, alias, current.previous, by)
+
+
+def _aliases(store: Store, model: str) -> dict[str, str]:
+    """alias name -> version."""
+    out = {}
+    for key in store.list_keys(f"{model}/aliases"):
+        name = key.rsplit("/", 1)[1].removesuffix(".json")
+        rec = get_alias(store, model, name)
+        if rec is not None:
+            out[name] = rec.version
+    return out
+
+
+def list_versions(store: Store, model: str) -> list[VersionInfo]:
+    """Every version folder of ``model``, sorted by name, with its aliases and test mAP."""
+    keys = store.list_keys(model)
+    versions = sorted({k.split("/")[1] for k in keys if k.count("/") >= 2 and k.split("/")[1] != "aliases"})
+    aliases = _aliases(store, model)
+    out = []
+    for v in versions:
+        complete = f"{model}/{v}/{MANIFEST}" in keys
+        metrics = _json(store, f"{model}/{v}/metrics.json") if complete else None
+        out.append(VersionInfo(v, complete, sorted(a for a, t in aliases.items() if t == v),
+                               None if not metrics else metrics.get("map")))
+    return out
+
+
+def resolve(store: Store, model: str, ref: str) -> str:
+    """A version name or alias -> a complete version name.
+
+    Raises:
+        RegistryError: neither a complete version nor a set alias.
+    """
+    if store.get_bytes(f"{model}/{ref}/{MANIFEST}") is not None:
+        return ref
+    rec = get_alias(store, model, ref)
+    if rec is None:
+        raise RegistryError(f"{store.uri(model)}: {ref!r} is neither a complete version nor an alias")
+    return rec.version
+
+
+def show(store: Store, model: str, ref: str) -> dict[str, Any]:
+    """Everything about one version (``ref``: version or alias): manifest, metadata, metrics,
+    aliases, uri and the problems ``verify`` finds."""
+    version = resolve(store, model, ref)
+    return {
+        "version": version,
+        "uri": store.uri(f"{model}/{version}"),
+        "aliases": sorted(a for a, v in _aliases(store, model).items() if v == version),
+        "manifest": _json(store, f"{model}/{version}/{MANIFEST}"),
+        "metadata": _json(store, f"{model}/{version}/metadata.json"),
+        "metrics": _json(store, f"{model}/{version}/metrics.json"),
+        "problems": verify(store, model, version),
+    }
+
+
+def _local_matches(folder: Path, manifest: dict[str, Any]) -> bool:
+    return all((folder / rel).is_file() and file_sha256(folder / rel) == w["sha256"]
+               for rel, w in manifest["files"].items())
+
+
+def resolve_model_dir(
+    store_uri: str, model_name: str, alias_or_version: str, cache_dir: Path,
+    options: S3Options | None = None,
+) -> Path:
+    """A local folder holding the verified files of a registry version.
+
+    Args:
+        store_uri: the store (local folder or s3://bucket/prefix).
+        model_name: the registry model name.
+        alias_or_version: e.g. "production" or "v-0123456789ab".
+        cache_dir: where S3 versions are downloaded (<cache_dir>/<model>/<version>/).
+        options: S3 client settings.
+    Returns:
+        The version folder (in the store itself for local stores; in the cache for S3).
+    Raises:
+        RegistryError: unknown reference, incomplete/damaged version, failed download.
+    """
+    store = open_store(store_uri, options)
+    version = resolve(store, model_name, alias_or_version)
+    if hasattr(store, "root"):  # local: the store folder is already a plain folder
+        problems = verify(store, model_name, version)
+        if problems:
+            raise RegistryError("; ".join(problems))
+        return Path(store.root) / model_name / version
+    manifest = _json(store, f"{model_name}/{version}/{MANIFEST}")
+    if manifest is None or version_of(manifest) != version:
+        raise RegistryError(f"{store.uri(f'{model_name}/{version}')}: missing or inconsistent {MANIFEST}")
+    dest = Path(cache_dir) / model_name / version
+    if dest.is_dir() and _local_matches(dest, manifest):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{version}-"))
+    try:
+        for rel in manifest["files"]:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            store.download(f"{model_name}/{version}/{rel}", tmp / rel)
+        if not _local_matches(tmp, manifest):
+            raise RegistryError(f"{store.uri(f'{model_name}/{version}')}: download does not match {MANIFEST}")
+        (tmp / MANIFEST).write_bytes(_dump(manifest))
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

@@ -1,0 +1,52 @@
+"""Score a shard split with a model: the one place evaluate and publish (the gate) predict,
+so both compute their metrics on exactly the same inputs the same way.
+
+Library only; no command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from tasks import shards
+
+
+def index_sha256(shard_dir: Path) -> str:
+    """sha256 of the shards' index.json: the data version a model was evaluated on."""
+    return hashlib.sha256((Path(shard_dir) / "index.json").read_bytes()).hexdigest()
+
+
+def split_count(shard_dir: Path, split: str) -> int:
+    """Number of examples the shard index lists for ``split`` (0 when absent)."""
+    return int(shards.read_index(Path(shard_dir)).get("splits", {}).get(split, {}).get("count", 0))
+
+
+def score_split(
+    model, shard_dir: Path, split: str, batch_size: int
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Run ``model`` over one split of the shards in file order (no augmentation).
+
+    Args:
+        model: a Keras model mapping RGB 0..255 [B,S,S,3] to sigmoid scores [B,N].
+        shard_dir: the augment stage's output (artifacts/shards).
+        split: "train", "val" or "test".
+        batch_size: inference batch size.
+    Returns:
+        (ids, labels [n, N] int multi-hot, scores [n, N] float32), in shard order;
+        empty arrays when the split has no example.
+    """
+    n_classes = len(shards.read_index(Path(shard_dir))["classes"])
+    if split_count(shard_dir, split) == 0:
+        return [], np.zeros((0, n_classes), np.int64), np.zeros((0, n_classes), np.float32)
+    ds = shards.make_dataset(Path(shard_dir), split, batch_size, shuffle=False, seed=0, with_ids=True)
+    ids: list[str] = []
+    labels, scores = [], []
+    for images, y, batch_ids in ds:
+        # training=False: the in-model augmentation is the identity at inference.
+        scores.append(np.asarray(model(images, training=False), dtype=np.float32))
+        labels.append(np.asarray(y))
+        ids.extend(b.decode() if isinstance(b, bytes) else str(b) for b in np.asarray(batch_ids))
+    return ids, (np.concatenate(labels) > 0.5).astype(np.int64), np.concatenate(scores)

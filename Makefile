@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # Every stage is a fresh Python process: let it reuse compiled bytecode.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup data demo test bench clean-artifacts
+.PHONY: setup data demo test bench up down
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -44,3 +44,11 @@ test: setup
 
 bench: setup
 	$(RUN) python -m benchmarks.run
+
+# Local operations: a Prefect server on 127.0.0.1, a process pool, the deployments of
+# infra/prefect.yaml and a worker; `make down` stops exactly what `make up` started.
+up: setup
+	PATH="$(CURDIR)/.venv/bin:$$PATH" infra/up.sh
+
+down:
+	PATH="$(CURDIR)/.venv/bin:$$PATH" infra/down.sh

@@ -1,0 +1,117 @@
+"""Deployments for real: infra/prefect.yaml deployed to a server, a process worker, runs made
+through the API the UI uses, each in its own clone, and no credential anywhere in what they leave."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .conftest import PROJECT, run
+
+pytestmark = pytest.mark.e2e
+FAKE = {"AWS_ACCESS_KEY_ID": "FAKEKEYID-tagsmith-0000", "AWS_SECRET_ACCESS_KEY": "FAKE-SECRET-xyz-tagsmith-e2e"}
+
+
+def api(url: str, path: str, body: dict | None = None):
+    req = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="GET" if body is None else "POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+def trigger(url: str, deployment: str, parameters: dict, timeout: float = 900) -> dict:
+    """Create a run as the UI's Run button does, wait for a final state, return the run."""
+    (dep,) = api(url, "/deployments/filter", {"deployments": {"name": {"any_": [deployment]}}})
+    flow_run = api(url, f"/deployments/{dep['id']}/create_flow_run", {"parameters": parameters})
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        flow_run = api(url, f"/flow_runs/{flow_run['id']}")
+        if flow_run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return flow_run
+        time.sleep(3)
+    raise AssertionError(f"{deployment} run still {flow_run['state']['name']} after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server, tiny_repo_factory, tmp_path_factory):
+    """The tiny repo deployed from the project's own deployment file, and a worker serving it."""
+    repo = tiny_repo_factory("deploy")
+    env = {"PREFECT_API_URL": prefect_server, "PREFECT": str(Path(sys.executable).with_name("prefect"))}
+    run(["bash", str(PROJECT / "infra/pools.sh"), "local"], repo, env=env)
+    run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", str(PROJECT / "infra/prefect.yaml"), "--all"], repo, env=env)
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    worker_env = dict(os.environ, PREFECT_API_URL=prefect_server, **FAKE,
+                      PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    with log_path.open("w") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "tagsmith-local", "--limit", "2"],
+                                  cwd=tmp_path_factory.mktemp("worker-cwd"), env=worker_env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield repo, log_path
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def retrain_run(deployed, prefect_server):
+    return trigger(prefect_server, "retrain", {"epochs_full": 1})
+
+
+def test_retrain_run_from_the_api_completes_with_its_artifacts(retrain_run, prefect_server, deployed):
+    repo, log = deployed
+    assert retrain_run["state"]["type"] == "COMPLETED", log.read_text()[-4000:]
+    arts = api(prefect_server, "/artifacts/filter", {"flow_runs": {"id": {"any_": [retrain_run["id"]]}}})
+    assert {"metrics", "stages"} <= {a["key"] for a in arts}
+    metrics = next(a for a in arts if a["key"] == "metrics")["data"]
+    assert "p_at_1" in metrics and "train_full.epochs" in metrics  # the UI's parameter reached params.yaml
+
+
+def test_the_ui_is_served(prefect_server):
+    with urllib.request.urlopen(prefect_server.removesuffix("/api") + "/", timeout=30) as r:
+        assert r.status == 200 and "<html" in r.read(4096).decode().lower()
+
+
+def test_the_run_worked_in_its_own_clone_not_the_source_checkout(retrain_run, deployed):
+    repo, _ = deployed
+    assert retrain_run["state"]["type"] == "COMPLETED"
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""  # params.yaml untouched here
+    assert not (repo / "artifacts").exists()
+    assert list((repo / "registry").iterdir()), "the shared registry did not receive the published model"
+
+
+def test_sweep_fans_out_to_retrain_runs_and_compares_them(deployed, prefect_server, retrain_run):
+    repo, log = deployed
+    # one cell equal to the run above (so its stages come from the shared caches)
+    sweep = trigger(prefect_server, "sweep", {"grid": "demo", "modes": ["frozen+full"], "image_sizes": [32],
+                                              "params": {"train_full.epochs": 1}, "max_parallel": 1})
+    assert sweep["state"]["type"] == "COMPLETED", log.read_text()[-4000:]
+    children = api(prefect_server, "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [sweep["id"]]}}})
+    assert [c["name"] for c in children] == ["small_cnn-frozen-full-lr0.001-32px"]
+    (art,) = api(prefect_server, "/artifacts/filter", {"artifacts": {"key": {"any_": ["sweep-comparison"]}}})
+    assert "| small_cnn |" in art["data"] and "mAP frozen+full" in art["data"]
+    assert list((repo / ".tagsmith/sweeps").glob("*/comparison.csv"))
+
+
+def test_fake_credentials_appear_in_no_log_artifact_or_output(retrain_run, prefect_server, deployed):
+    repo, worker_log = deployed
+    logs = api(prefect_server, "/logs/filter", {"logs": {"flow_run_id": {"any_": [retrain_run["id"]]}}, "limit": 200})
+    assert logs, "no logs to check"
+    texts = {"worker log": worker_log.read_text(), "run logs": json.dumps(logs), "run": json.dumps(retrain_run),
+             "artifacts": json.dumps(api(prefect_server, "/artifacts/filter", {}))}
+    stores = [repo, Path(os.environ["PREFECT_HOME"])]  # source checkout (DVC cache, registry), results
+    files = [p for root in stores for p in root.rglob("*") if p.is_file() and ".git" not in p.parts]
+    for secret in FAKE.values():
+        assert not [name for name, text in texts.items() if secret in text]
+        assert not [p for p in files if secret.encode() in p.read_bytes()]

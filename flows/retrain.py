@@ -59,7 +59,7 @@ def stage(root: Path, name: str, *, refresh: bool, remote: bool) -> dict[str, An
     return result
 
 
-@flow(name="retrain", log_prints=True)
+@flow(name="retrain", log_prints=True, persist_result=True, result_serializer="json")
 def retrain(
     backbone: str | None = None,
     image_size: int | None = None,

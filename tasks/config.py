@@ -98,7 +98,7 @@ class TrainFullConfig(Section):
     # BatchNorm in phase 2: frozen (keras-io practice for pretrained bases), train, or auto =
     # train only when the base started from random weights (no statistics worth keeping)
     batchnorm: Literal["auto", "frozen", "train"] = "auto"
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(20, ge=0)  # 0: frozen only (the phase-1 model is the result)
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(1e-5, gt=0.0)
     decay: bool = True

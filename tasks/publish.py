@@ -55,12 +55,20 @@ def preprocess_info(meta: dict[str, Any], index: dict[str, Any]) -> dict[str, An
     return pre
 
 
+def export_saved_model(model_dir: Path, out: Path) -> None:
+    """Export the inference graph for TF Serving (made here, not by train_full: its bytes
+    differ on every export, which would make train_full's DVC output irreproducible)."""
+    from tasks.model import load_model
+
+    model, _ = load_model(model_dir)
+    model.export(str(out), format="tf_saved_model", verbose=False)
+
+
 def stage_files(model_dir: Path, eval_dir: Path, shard_dir: Path, dest: Path) -> None:
     """Lay out one registry version in ``dest``: model, metadata (+thresholds, preprocess), eval files."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_dir / "model.keras", dest / "model.keras")
-    if (model_dir / "saved_model").is_dir():
-        shutil.copytree(model_dir / "saved_model", dest / "saved_model")
+    export_saved_model(model_dir, dest / "saved_model")
     for name in EVAL_FILES:
         shutil.copyfile(eval_dir / name, dest / name)
     meta = json.loads((model_dir / "metadata.json").read_text())

@@ -70,9 +70,16 @@ def build_manifest(files_dir: Path) -> dict[str, Any]:
     return {"files": files}
 
 
+# TensorFlow's SavedModel export is not byte-reproducible (random fingerprint, generated
+# function names), so the version names the model by everything else; the SavedModel's files
+# are still listed with their sha256 in the manifest and verified like the rest.
+DERIVED = ("saved_model/",)
+
+
 def version_of(manifest: dict[str, Any]) -> str:
-    """The content-derived version name of a manifest."""
-    canon = json.dumps(manifest["files"], sort_keys=True, separators=(",", ":")).encode()
+    """The content-derived version name of a manifest (derived exports excluded)."""
+    files = {k: v for k, v in manifest["files"].items() if not k.startswith(DERIVED)}
+    canon = json.dumps(files, sort_keys=True, separators=(",", ":")).encode()
     return "v-" + hashlib.sha256(canon).hexdigest()[:12]
 
 

@@ -27,7 +27,7 @@ def run_flow(repo, api_url: str, **params) -> dict[str, str]:
     out = run([sys.executable, "-c", FLOW, json.dumps(params)], repo, env={"PREFECT_API_URL": api_url})
     line = next(line for line in out.stdout.splitlines() if line.startswith("FLOW_RUN_ID"))
     _, flow_run_id, state = line.split()
-    assert state == "COMPLETED", out.stdout[-3000:]
+    assert state == "COMPLETED", (out.stdout + out.stderr)[-5000:]
     body = json.dumps({"flow_runs": {"id": {"any_": [flow_run_id]}}}).encode()
     req = urllib.request.Request(f"{api_url}/task_runs/filter", data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req) as r:

@@ -1,0 +1,148 @@
+"""Backbone registry: each base network with its smallest input size and its own preprocessing.
+
+Every backbone's ImageNet preprocessing is built INTO the model (``BackbonePreprocess``, keras
+ops only), so a saved model always takes raw RGB in [0, 255] and nobody has to remember which
+``preprocess_input`` goes with which network. Used by tasks/model.py; not a stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+from keras import layers, ops
+
+# keras.applications.imagenet_utils.preprocess_input "caffe" mode: BGR order, ImageNet means
+# subtracted (given here in BGR order, as Keras does), no scaling.
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="tagsmith")
+class BackbonePreprocess(layers.Layer):
+    """Raw RGB 0..255 -> what the backbone expects, with keras.ops only (any backend).
+
+    Modes (the semantics of ``keras.applications.<net>.preprocess_input``):
+    ``caffe``: RGB->BGR, minus ImageNet mean; ``tf``: x/127.5 - 1; ``unit``: x/255;
+    ``none``: identity (the base has its own Rescaling/Normalization layers built in).
+    """
+
+    MODES = ("caffe", "tf", "unit", "none")
+
+    def __init__(self, mode: str, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"unknown preprocessing mode {mode!r}; known: {self.MODES}")
+        self.mode = mode
+
+    def call(self, x):
+        x = ops.cast(x, self.compute_dtype)  # uint8 images are fine too
+        if self.mode == "caffe":
+            return ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN_BGR, self.compute_dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "unit":
+            return x / 255.0
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def small_cnn(input_shape: tuple[int, int, int], weights: str | None = None, **_) -> keras.Model:
+    """A small fast CNN for CPU demos and tests: four conv blocks (conv-BN-ReLU-pool).
+
+    Args:
+        input_shape: (H, W, 3), H and W >= 32.
+        weights: must be None (there are no published weights for it).
+    Returns:
+        A functional model from images in [0, 1] to a feature map.
+    """
+    if weights is not None:
+        raise ValueError("small_cnn has no pretrained weights; use weights: none or a file path")
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for i, filters in enumerate((32, 64, 128, 256)):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i + 1}_conv")(x)
+        # momentum 0.9, not 0.99: trained from scratch for a few hundred steps, the moving
+        # statistics must catch up with the batch statistics within an epoch or inference
+        # (validation, predict) sees wrongly scaled activations.
+        x = layers.BatchNormalization(momentum=0.9, name=f"block{i + 1}_bn")(x)
+        x = layers.Activation("relu", name=f"block{i + 1}_relu")(x)
+        if i < 3:  # 64 px -> 8 px feature map; the last block keeps its resolution
+            x = layers.MaxPooling2D(2, name=f"block{i + 1}_pool")(x)
+    return keras.Model(inputs, x, name="small_cnn")
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One registry entry.
+
+    Attributes:
+        build: keras.applications-style constructor (include_top, weights, input_shape).
+        min_size: smallest input side the network accepts.
+        preprocessing: a ``BackbonePreprocess`` mode.
+        description: the preprocessing in words, for metadata.json.
+        imagenet_file: the file Keras caches under ~/.keras/models/ (None: no ImageNet weights).
+        weights_url: where Keras downloads that file from.
+    """
+
+    build: Callable[..., keras.Model]
+    min_size: int
+    preprocessing: str
+    description: str
+    imagenet_file: str | None
+    weights_url: str | None
+
+
+_GCS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+_BUILT_IN = "built into the base (keras.applications include_preprocessing=True)"
+
+BACKBONES: dict[str, Backbone] = {
+    "vgg16": Backbone(
+        keras.applications.VGG16, 32, "caffe", "caffe: RGB->BGR, minus ImageNet mean",
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", _GCS + "vgg16/"),
+    "resnet50_v2": Backbone(
+        keras.applications.ResNet50V2, 32, "tf", "tf: x/127.5 - 1",
+        "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5", _GCS + "resnet/"),
+    "inception_resnet_v2": Backbone(
+        keras.applications.InceptionResNetV2, 75, "tf", "tf: x/127.5 - 1",
+        "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        _GCS + "inception_resnet_v2/"),
+    "efficientnet_v2_b0": Backbone(
+        keras.applications.EfficientNetV2B0, 32, "none", _BUILT_IN,
+        "efficientnetv2-b0_notop.h5", _GCS + "efficientnet_v2/"),
+    "convnext_tiny": Backbone(
+        keras.applications.ConvNeXtTiny, 32, "none", _BUILT_IN,
+        "convnext_tiny_notop.h5", _GCS + "convnext/"),
+    "mobilenet_v3_small": Backbone(
+        keras.applications.MobileNetV3Small, 32, "none", _BUILT_IN,
+        "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5", _GCS + "mobilenet_v3/"),
+    "small_cnn": Backbone(small_cnn, 32, "unit", "unit: x/255", None, None),
+}
+
+
+def get_backbone(name: str) -> Backbone:
+    """Look a backbone up by name; unknown names are errors listing the known ones."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def build_base(name: str, image_size: int, weights: str | None = None) -> keras.Model:
+    """Build a headless base network named ``base``.
+
+    Args:
+        name: a key of ``BACKBONES``.
+        image_size: input side in pixels (>= the backbone's min_size).
+        weights: None or "imagenet" (the caller has checked the Keras cache, see tasks/weights.py).
+    Returns:
+        A functional model, input [B, S, S, 3] (preprocessed), output a feature map.
+    """
+    spec = get_backbone(name)
+    if image_size < spec.min_size:
+        raise ValueError(f"backbone {name} needs image_size >= {spec.min_size}, got {image_size}")
+    net = spec.build(include_top=False, weights=weights, input_shape=(image_size, image_size, 3))
+    # A fresh functional wrapper gives the base a fixed name, so model.get_layer("base") works
+    # for every backbone and weights can be moved between models by layer name.
+    return keras.Model(net.input, net.output, name="base")

@@ -1,0 +1,82 @@
+"""The benchmarks run end to end at a tiny size and write result files of the agreed shape.
+
+Timings are never asserted (the machine is shared); only that every benchmark ran, recorded
+every repetition and judged every target. Generated data goes to a temporary folder. Marked
+slow: the dataprep and accuracy benchmarks run the real stage processes (each imports
+TensorFlow or scikit-learn), a few minutes in all on 2 shared cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.common import SCHEMA_KEYS, interleave
+
+PROJECT = Path(__file__).resolve().parents[2]
+DEFAULT = {"input_pipeline": 3, "training": 1, "orchestration": 1, "dataprep": 2}  # name -> targets
+pytestmark = pytest.mark.slow
+
+
+def run_bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TAGSMITH_BENCH_DIR=str(tmp_path / "data"), TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "benchmarks.run", *args, "--out", str(tmp_path / "results")],
+                          cwd=PROJECT, env=env, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("bench")
+    out = run_bench(tmp, "--scale", "0.005", "--reps", "1")
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    return tmp / "results"
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULT))
+def test_each_default_benchmark_writes_every_repetition_and_judges_its_targets(smoke, name):
+    report = json.loads((smoke / f"{name}.json").read_text())
+    assert set(SCHEMA_KEYS) <= set(report)
+    assert report["command"].startswith("python -m benchmarks.run")
+    assert {"cpu", "cpu_count", "loadavg_at_start", "loadavg_at_end"} <= set(report["machine"])
+    assert report["versions"]["tensorflow"] != "not installed"
+    assert report["results"], "no variant measured"
+    for variant, r in report["results"].items():
+        assert len(r["reps"]) == 1, variant
+        assert r["min"] <= r["median"] <= r["max"] and r["median"] > 0, variant
+    assert len(report["targets"]) == DEFAULT[name]
+    for t in report["targets"]:
+        assert isinstance(t["met"], bool) and t["value"] is not None, t
+
+
+def test_summary_tables_every_benchmark_with_its_targets(smoke):
+    text = (smoke / "SUMMARY.md").read_text()
+    for name in DEFAULT:
+        assert f"## {name}" in text
+    assert text.count("| target |") == len(DEFAULT)
+
+
+def test_accuracy_compares_frozen_only_with_frozen_then_full(tmp_path):
+    out = run_bench(tmp_path, "accuracy", "--scale", "0.005")
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    report = json.loads((tmp_path / "results" / "accuracy.json").read_text())
+    phases = report["per_backbone"]["small_cnn"]
+    assert 0.0 <= phases["frozen"]["map"] <= 1.0 and 0.0 <= phases["full"]["map"] <= 1.0
+    assert "frozen then full" in (tmp_path / "results" / "SUMMARY.md").read_text()
+
+
+def test_unknown_benchmark_name_is_an_error(tmp_path):
+    out = run_bench(tmp_path, "speed")
+    assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_interleave_rotates_which_variant_goes_first():
+    calls: list[str] = []
+    variants = {n: (lambda n=n: calls.append(n) or 1.0) for n in "abc"}
+    values, loads = interleave(variants, reps=3, log=lambda _: None)
+    assert calls == list("abcbcacab")
+    assert values == {n: [1.0] * 3 for n in "abc"} and len(loads) == 3

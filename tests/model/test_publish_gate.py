@@ -63,7 +63,7 @@ def test_published_version_holds_metadata_with_thresholds_and_preprocess(world):
     assert meta["thresholds"]["classes"] == meta["classes"]
     assert meta["preprocess"] == {"image_size": 32, "resize": "stretch", "jpeg_quality": 95}
     assert set(info["manifest"]["files"]) >= {"model.keras", "metadata.json", "thresholds.json",
-                                              "metrics.json", "model_card.md"}
+                                              "metrics.json", "model_card.md", "saved_model/saved_model.pb"}
 
 
 def test_receipt_is_deterministic_and_has_no_timestamps(world):

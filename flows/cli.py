@@ -78,8 +78,9 @@ def _cmd_registry(args: argparse.Namespace) -> int:
     elif args.action == "rollback":
         result = registry.rollback(store, name, args.alias)
     else:  # verify
-        problems = registry.verify(store, name, args.version)
-        print(json.dumps({"version": args.version, "problems": problems}, indent=2, default=str))
+        version = registry.resolve(store, name, args.version)  # an alias or a version
+        problems = registry.verify(store, name, version)
+        print(json.dumps({"version": version, "problems": problems}, indent=2, default=str))
         return 1 if problems else 0
     print(json.dumps(result, indent=2, default=str))
     return 0

@@ -23,8 +23,13 @@ print("FLOW_RUN_ID", state.state_details.flow_run_id, state.type.value)
 
 
 def run_flow(repo, api_url: str, **params) -> dict[str, str]:
-    """Run the flow in its own process; return {task run name: state name} for the stages."""
-    out = run([sys.executable, "-c", FLOW, json.dumps(params)], repo, env={"PREFECT_API_URL": api_url})
+    """Run the flow in its own process; return {task run name: state name} for the stages.
+
+    Results (the cache) go beside the repo: other tests' runs of the same tiny pipeline would
+    otherwise rightly count as cached here.
+    """
+    env = {"PREFECT_API_URL": api_url, "PREFECT_LOCAL_STORAGE_PATH": str(repo.parent / "prefect-results")}
+    out = run([sys.executable, "-c", FLOW, json.dumps(params)], repo, env=env)
     line = next(line for line in out.stdout.splitlines() if line.startswith("FLOW_RUN_ID"))
     _, flow_run_id, state = line.split()
     assert state == "COMPLETED", (out.stdout + out.stderr)[-5000:]

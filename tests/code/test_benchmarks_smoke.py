@@ -20,7 +20,7 @@ from benchmarks.common import SCHEMA_KEYS, interleave
 
 PROJECT = Path(__file__).resolve().parents[2]
 DEFAULT = {"input_pipeline": 3, "training": 1, "orchestration": 1, "dataprep": 2}  # name -> targets
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.bench]  # not in `make test`: `uv run pytest -m bench`
 
 
 def run_bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

@@ -43,7 +43,7 @@ def test_round_trip_keeps_ids_labels_and_pixels(tmp_path: Path):
     assert [len(b[0]) for b in batches] == [4, 4, 2]
     images = np.concatenate([b[0] for b in batches])
     labels = np.concatenate([b[1] for b in batches])
-    assert images.dtype == np.float32 and images.shape == (10, SIZE, SIZE, 3)
+    assert images.dtype == np.uint8 and images.shape == (10, SIZE, SIZE, 3)
     assert ids_of(make_dataset(tmp_path, "train", 4, shuffle=False, seed=0, with_ids=True)) == [e[0] for e in exs]
     np.testing.assert_array_equal(labels, np.stack([e[2] for e in exs]))
     for image, (_, jpeg, _) in zip(images, exs):

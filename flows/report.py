@@ -89,6 +89,6 @@ def render_text(summary: dict[str, Any]) -> str:
         lines += ["", "Test metrics:", metrics_table(summary["metrics"])]
     receipt = summary["publish"]
     if receipt:
-        lines += ["", "Publish: " + ", ".join(f"{k}={receipt[k]}" for k in ("decision", "version", "uri") if k in receipt)]
+        lines += ["", "Publish: " + ", ".join(f"{k}={receipt[k]}" for k in ("outcome", "version", "uri") if k in receipt)]
     lines += ["", "Outputs:"] + [f"  {k:10s} {v}" for k, v in summary["paths"].items()]
     return "\n".join(lines)

@@ -12,11 +12,17 @@ Heavy imports (Prefect, TensorFlow) happen inside the subcommand that needs them
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
+
+
+def _plain(obj: Any) -> Any:
+    """JSON fallback: dataclasses as their fields, anything else as text."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else str(obj)
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -59,7 +65,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     summary = predict(args.model, [Path(p) for p in args.inputs], Path(args.output),
                       batch_size=args.batch_size, store=args.store, model_name=args.model_name)
-    print(json.dumps(summary if isinstance(summary, dict) else getattr(summary, "__dict__", str(summary)), indent=2, default=str))
+    print(json.dumps(summary, indent=2, default=_plain))
     return 0
 
 
@@ -80,9 +86,9 @@ def _cmd_registry(args: argparse.Namespace) -> int:
     else:  # verify
         version = registry.resolve(store, name, args.version)  # an alias or a version
         problems = registry.verify(store, name, version)
-        print(json.dumps({"version": version, "problems": problems}, indent=2, default=str))
+        print(json.dumps({"version": version, "problems": problems}, indent=2, default=_plain))
         return 1 if problems else 0
-    print(json.dumps(result, indent=2, default=str))
+    print(json.dumps(result, indent=2, default=_plain))
     return 0
 
 

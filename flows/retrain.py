@@ -95,6 +95,8 @@ def retrain(
     changed = apply_overrides(root / "params.yaml", {**chosen, **(params or {})})
     stages.sync_data_source(root, log=get_run_logger().info)
     remote = stages.has_remote(root)
+    if remote:  # the data version too, so a fresh workspace elsewhere can check it out
+        push_stage.with_options(name="push-data", task_run_name="push-data")(stages.DATA_SOURCE, str(root))
     opts = {"refresh": refresh_cache, "remote": remote}
 
     results = [

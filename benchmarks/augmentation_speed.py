@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import cpu_model  # noqa: E402
 from tasks.augmentation import build_augmentation  # noqa: E402
 
 POLICY = {"rotation": 20.0, "translate": 0.2, "hflip": True, "vflip": True, "fill_mode": "nearest"}
@@ -60,16 +61,6 @@ def measure(layers: dict, batch: np.ndarray, reps: int, warmup: int) -> dict[str
             fn(x).numpy()  # .numpy() waits for the result
             out[name].append(len(batch) / (time.perf_counter() - start))
     return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PROJECT, run
+from .conftest import PROJECT, run, stop_group
 
 pytestmark = pytest.mark.e2e
 FAKE = {"AWS_ACCESS_KEY_ID": "FAKEKEYID-tagsmith-0000", "AWS_SECRET_ACCESS_KEY": "FAKE-SECRET-xyz-tagsmith-e2e"}
@@ -57,11 +56,7 @@ def deployed(prefect_server, tiny_repo_factory, tmp_path_factory):
     try:
         yield repo, log_path
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+        stop_group(worker)
 
 
 @pytest.fixture(scope="module")

@@ -144,7 +144,7 @@ def run(scale: float = 1.0, reps: int = 1, out_dir: Path = common.RESULTS, comma
              f"dataset generation (not timed as part of the benchmark): {generate_s:.0f} s"
              + (" (reused from an earlier run)" if generate_s < 5 else ""),
              "images/s = images / (ingest wall + augment wall), each a fresh `python -m tasks.<stage>` process",
-             f"peak memory per variant (MB, max over both stages): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items())]
+             "peak memory per variant (MB, max over both stages): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items())]
     return common.write_result(
         "dataprep", command, {"scale": scale, "reps": reps, "images": sizes, "image_size": SIZE, "workers": list(WORKERS)},
         results, ratios, targets, notes, info, started, out_dir,

@@ -5,6 +5,7 @@
     tagsmith predict --model production images/ -o preds.csv
     tagsmith registry list | show VERSION | promote VERSION [--alias A] | rollback [--alias A] | verify VERSION
     tagsmith status                                            # each stage's fingerprint, current or stale
+    tagsmith results-store s3://BUCKET/PREFIX [--endpoint-url URL]  # share Prefect's stage caches on S3
 
 Heavy imports (Prefect, TensorFlow) happen inside the subcommand that needs them.
 """
@@ -57,6 +58,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"{name:13s} {stages.fingerprint(root, name)[:16]}  {'current' if stages.is_current(root, name) else 'stale'}")
         except stages.StageError as e:
             print(f"{name:13s} {'-':16s}  waiting ({e})")
+    return 0
+
+
+def _cmd_results_store(args: argparse.Namespace) -> int:
+    from flows import results
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    slug = results.save_block(args.uri, endpoint_url=args.endpoint_url, name=args.name)
+    os.environ[results.SETTING] = slug
+    results.check()  # fail now, not on the first run, if the bucket is missing or not writable
+    print(f"saved block {slug}; give every worker (or the pool's env job variable):")
+    print(f"export {results.SETTING}={slug}")
     return 0
 
 
@@ -133,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workspace", default=".")
     s.set_defaults(func=_cmd_status)
 
+    rs = sub.add_parser("results-store", help="keep Prefect's results (the stage caches) in S3, shared by all workers")
+    rs.add_argument("uri", help="s3://BUCKET/PREFIX")
+    rs.add_argument("--endpoint-url", help="S3-compatible endpoint (MinIO, moto); default: AWS or $AWS_ENDPOINT_URL")
+    rs.add_argument("--name", default="tagsmith-results", help="block name")
+    rs.set_defaults(func=_cmd_results_store)
+
     pr = sub.add_parser("predict", help="label images with a published or local model")
     pr.add_argument("--model", required=True, help="alias, version, model folder or s3:// URI")
     pr.add_argument("inputs", nargs="+", help="images or folders")
@@ -161,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # one clear line for known failures; tracebacks for bugs
         from tasks.config import ConfigError
 
-        if isinstance(e, (ConfigError, FileNotFoundError)):
+        from flows.results import ResultStorageError
+
+        if isinstance(e, (ConfigError, FileNotFoundError, ResultStorageError)):
             sys.exit(f"tagsmith {args.command}: {e}")
         raise
 

@@ -12,6 +12,7 @@ change only the stages ``dvc repro`` would run, run.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.context import TaskRunContext  # noqa: E402
 
-from flows import report, stages  # noqa: E402
+from flows import report, results, stages  # noqa: E402
 from flows.overrides import FLOW_PARAMS, apply_overrides  # noqa: E402
 
 STAGES = ["ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
@@ -33,10 +34,10 @@ def _stage_key(_: TaskRunContext, parameters: dict[str, Any]) -> str:
 
 
 @task(cache_key_fn=_stage_key, persist_result=True, result_serializer="json")
-def run_stage(stage: str, fingerprint: str, workspace: str, pull: bool = False) -> dict[str, Any]:
+def run_stage(stage: str, fingerprint: str, workspace: str, pull: bool = False, force: bool = False) -> dict[str, Any]:
     """Bring one dvc.yaml stage up to date; its result is the stage's dvc.lock entry."""
     log = get_run_logger()
-    return stages.repro(Path(workspace), stage, pull=pull, log=log.info).to_dict()
+    return stages.repro(Path(workspace), stage, pull=pull, force=force, log=log.info).to_dict()
 
 
 @task(retries=3, retry_delay_seconds=[5, 20, 60])
@@ -45,10 +46,39 @@ def push_stage(stage: str, workspace: str) -> None:
     stages.dvc(Path(workspace), "push", "--run-cache", stage, log=get_run_logger().info)
 
 
-def stage(root: Path, name: str, *, refresh: bool, remote: bool) -> dict[str, Any]:
-    """Run stage ``name`` as a cached task, then make sure the workspace holds its outputs."""
+@task(retries=3, retry_delay_seconds=[5, 20, 60])
+def registry_holds_receipt(workspace: str) -> bool:
+    """Whether the version publish's receipt names is in the registry (I/O: retried)."""
+    return published_version_present(Path(workspace))
+
+
+def published_version_present(root: Path) -> bool:
+    """False when publish's receipt says a version is published but the store lacks it.
+
+    publish is cached on its inputs like every stage, so after the registry lost a version
+    (bucket wiped, store moved) a re-run would stay Cached and publish nothing.
+    """
+    from tasks import registry
+    from tasks.config import PublishConfig, load
+
+    receipt = json.loads((root / report.ARTIFACTS["receipt"]).read_text())
+    if not receipt.get("published"):
+        return True  # the gate rejected it: nothing should be there
+    cfg = load(PublishConfig, root / "params.yaml")
+    uri = cfg.store if "://" in cfg.store else str(root / cfg.store)
+    store = registry.open_store(uri, registry.s3_options(cfg))
+    return registry.is_complete(store, receipt["model_name"], receipt["version"])
+
+
+def stage(root: Path, name: str, *, refresh: bool, remote: bool, force: bool = False) -> dict[str, Any]:
+    """Run stage ``name`` as a cached task, then make sure the workspace holds its outputs.
+
+    ``force`` runs the stage's command even if DVC and Prefect hold it as cached.
+    """
     key = stages.fingerprint(root, name)
-    result = run_stage.with_options(name=name, task_run_name=name, refresh_cache=refresh)(name, key, str(root), pull=remote)
+    run_name = f"{name}-forced" if force else name
+    result = run_stage.with_options(name=name, task_run_name=run_name, refresh_cache=refresh or force)(
+        name, key, str(root), pull=remote, force=force)
     if not stages.is_current(root, name):
         # Cached in Prefect, stale here (e.g. params changed and changed back, or a fresh
         # workspace): DVC restores the outputs from its run-cache without running the stage.
@@ -93,13 +123,14 @@ def retrain(
         raise stages.StageError(f"dvc.yaml stages {stages.pipeline(root)} differ from the flow's {STAGES}")
     chosen = {FLOW_PARAMS[k]: v for k, v in locals().items() if k in FLOW_PARAMS and v is not None}
     changed = apply_overrides(root / "params.yaml", {**chosen, **(params or {})})
+    results.check(get_run_logger().info)  # where stage caches live; unusable storage fails here
     stages.sync_data_source(root, log=get_run_logger().info)
     remote = stages.has_remote(root)
     if remote:  # the data version too, so a fresh workspace elsewhere can check it out
         push_stage.with_options(name="push-data", task_run_name="push-data")(stages.DATA_SOURCE, str(root))
     opts = {"refresh": refresh_cache, "remote": remote}
 
-    results = [
+    runs = [
         stage(root, "ingest", **opts),
         stage(root, "augment", **opts),
         stage(root, "train_frozen", **opts),
@@ -107,7 +138,10 @@ def retrain(
         stage(root, "evaluate", **opts),
         stage(root, "publish", **opts),
     ]
-    return report.publish_run_report(root, results, changed)
+    if not registry_holds_receipt.with_options(task_run_name="check-registry")(str(root)):
+        get_run_logger().warning("publish: the registry lacks the version the receipt names; publishing again")
+        runs[-1] = stage(root, "publish", force=True, **opts)
+    return report.publish_run_report(root, runs, changed)
 
 
 if __name__ == "__main__":

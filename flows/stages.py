@@ -143,15 +143,16 @@ def dvc(root: Path, *args: str, log: Callable[[str], None] = print) -> list[str]
     return lines
 
 
-def repro(root: Path, name: str, *, pull: bool = False, push: bool = False,
+def repro(root: Path, name: str, *, pull: bool = False, force: bool = False,
           log: Callable[[str], None] = print) -> StageRun:
     """Bring stage ``name`` up to date exactly as ``dvc repro --single-item`` does.
 
     DVC skips it when unchanged, restores it from the run-cache (local, or the remote with
-    ``pull``) when it has seen these inputs before, and runs its command otherwise.
+    ``pull``) when it has seen these inputs before, and runs its command otherwise; ``force``
+    runs it regardless.
     """
     key = fingerprint(root, name)
-    args = ["repro", "--single-item", name] + (["--pull"] if pull else [])
+    args = ["repro", "--single-item", name] + (["--pull"] if pull else []) + (["--force"] if force else [])
     lines = dvc(root, *args, log=log)
     outcome = "unchanged"
     for line in lines:
@@ -159,9 +160,6 @@ def repro(root: Path, name: str, *, pull: bool = False, push: bool = False,
             m = pattern.match(line)
             if m and m.group("stage") == name:
                 outcome = label
-    if push:
-        # push outs and the run-cache entry, so a fresh workspace elsewhere restores this stage
-        dvc(root, "push", "--run-cache", name, log=log)
     return StageRun(stage=name, fingerprint=key, outcome=outcome, lock=lock_entry(root, name))
 
 

@@ -10,6 +10,10 @@
 #                                 use PostgreSQL instead of SQLite (pass it in the environment,
 #                                 never write it into a file of the repository)
 #   TAGSMITH_DVC_CACHE=/srv/dvc   a DVC cache shared by all runs (default: this checkout's)
+#   TAGSMITH_RESULTS_S3=s3://BUCKET/PREFIX
+#                                 keep Prefect's results (the stage caches) in S3, shared with workers
+#                                 on other machines (block s3-bucket/tagsmith-results; default: local)
+#   TAGSMITH_S3_ENDPOINT=URL      S3-compatible endpoint for that bucket (MinIO, moto)
 #
 # Runs clone the committed HEAD (see infra/prefect.yaml): commit before `make up`.
 set -euo pipefail
@@ -58,6 +62,16 @@ if ! "$PY" -m prefect --no-prompt deploy --prefect-file infra/prefect.yaml --all
   exit 1
 fi
 grep -o "Deployment '[^']*' successfully created" "$RUN/deploy.log" || true
+
+if [ -n "${TAGSMITH_RESULTS_S3:-}" ]; then
+  if ! "$PY" -m flows.cli results-store "$TAGSMITH_RESULTS_S3" ${TAGSMITH_S3_ENDPOINT:+--endpoint-url "$TAGSMITH_S3_ENDPOINT"} >>"$RUN/deploy.log" 2>&1; then
+    tail -3 "$RUN/deploy.log" >&2
+    echo "result storage $TAGSMITH_RESULTS_S3 unusable (the server is up: infra/down.sh stops it)" >&2
+    exit 1
+  fi
+  export PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK=s3-bucket/tagsmith-results  # the worker's runs inherit it
+  echo "results:     $TAGSMITH_RESULTS_S3 (block s3-bucket/tagsmith-results)"
+fi
 
 setsid "$PY" -m prefect worker start --pool tagsmith-local --limit "${TAGSMITH_WORKER_LIMIT:-3}" \
   --name "tagsmith-local-$(hostname)" >"$RUN/worker.log" 2>&1 &

@@ -120,7 +120,6 @@ class PublishConfig(Section):
     max_map_drop: float = Field(0.01, ge=0.0)  # gate: allowed mAP drop against production
     must_improve: bool = False
     force: bool = False  # publish even if the gate says no (recorded as forced)
-    # Added by the evaluate/publish helper:
     batch_size: int = Field(64, ge=1)  # scoring production on the test shards for the gate
     cache_dir: str = ".cache/registry"  # S3 versions are downloaded here (verified) to be loaded
     endpoint_url: str | None = None  # S3 endpoint; None: AWS_ENDPOINT_URL, else AWS

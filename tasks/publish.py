@@ -40,12 +40,6 @@ class PublishSummary:
     receipt: dict[str, Any]
 
 
-def s3_options(cfg: PublishConfig) -> registry.S3Options:
-    """The S3 client settings of the publish section."""
-    return registry.S3Options(endpoint_url=cfg.endpoint_url, max_attempts=cfg.s3_max_attempts,
-                              multipart_threshold_mb=cfg.multipart_threshold_mb)
-
-
 def preprocess_info(meta: dict[str, Any], index: dict[str, Any]) -> dict[str, Any]:
     """How images must be prepared for this model (what augment did when writing shards)."""
     pre = dict(meta.get("preprocess", {}))
@@ -112,7 +106,7 @@ def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD
     Raises:
         registry.RegistryError: the store failed; nothing was aliased.
     """
-    opts = s3_options(cfg)
+    opts = registry.s3_options(cfg)
     store = registry.open_store(cfg.store, opts)
     candidate = json.loads((Path(eval_dir) / "metrics.json").read_text())
     prod = registry.get_alias(store, cfg.model_name, cfg.alias)

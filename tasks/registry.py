@@ -29,14 +29,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tasks.config import PublishConfig
 from tasks.stores import RegistryError, S3Options, Store, file_sha256, open_store
 
 MANIFEST = "MANIFEST.json"
 REQUIRED = ("model.keras", "metadata.json", "thresholds.json", "metrics.json", "model_card.md")
 
 __all__ = ["AliasRecord", "RegistryError", "S3Options", "Store", "VersionInfo", "build_manifest",
-           "get_alias", "list_versions", "open_store", "promote", "publish_version", "resolve",
-           "resolve_model_dir", "rollback", "set_alias", "show", "verify", "version_of"]
+           "get_alias", "is_complete", "list_versions", "open_store", "promote", "publish_version", "resolve",
+           "resolve_model_dir", "rollback", "s3_options", "set_alias", "show", "verify", "version_of"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,20 @@ def version_of(manifest: dict[str, Any]) -> str:
     files = {k: v for k, v in manifest["files"].items() if not k.startswith(DERIVED)}
     canon = json.dumps(files, sort_keys=True, separators=(",", ":")).encode()
     return "v-" + hashlib.sha256(canon).hexdigest()[:12]
+
+
+def s3_options(cfg: PublishConfig) -> S3Options:
+    """The S3 client settings of the publish section."""
+    return S3Options(endpoint_url=cfg.endpoint_url, max_attempts=cfg.s3_max_attempts,
+                     multipart_threshold_mb=cfg.multipart_threshold_mb)
+
+
+def is_complete(store: Store, model: str, version: str) -> bool:
+    """Whether ``version`` is in the store with its MANIFEST.json (written last: so complete).
+
+    A cheap presence check (one HEAD request); :func:`verify` re-hashes every file.
+    """
+    return store.size(f"{model}/{version}/{MANIFEST}") is not None
 
 
 def _json(store: Store, key: str) -> Any | None:

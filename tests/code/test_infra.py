@@ -56,6 +56,14 @@ def test_docker_template_renders_gpu_device_requests():
     assert "{{" not in json.dumps(job)
 
 
+@pytest.mark.parametrize("name", ["k8s-gpu.json", "docker-gpu.json"])
+def test_gpu_pools_keep_stage_caches_in_the_shared_s3_results(name):
+    # a pod's disk dies with it: without shared result storage no run would find a stage cached
+    job = render_job_template(template(name), {})
+    assert job["env"]["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] == "s3-bucket/tagsmith-results"
+    assert not [k for k in job["env"] if "SECRET" in k or "KEY" in k]
+
+
 def test_deployment_file_has_nightly_manual_and_sweep_each_in_a_fresh_clone():
     spec = yaml.safe_load((ROOT / "infra/prefect.yaml").read_text())
     deps = {d["name"]: d for d in spec["deployments"]}

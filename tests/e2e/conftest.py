@@ -5,6 +5,8 @@ Everything started here is stopped by pid when the test session ends.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -56,6 +58,42 @@ def run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
     return out
 
 
+def api(url: str, path: str, body: dict | None = None):
+    req = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="GET" if body is None else "POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
+
+
+def trigger(url: str, deployment: str, parameters: dict, timeout: float = 900) -> dict:
+    """Create a run as the UI's Run button does, wait for a final state, return the run."""
+    (dep,) = api(url, "/deployments/filter", {"deployments": {"name": {"any_": [deployment]}}})
+    flow_run = api(url, f"/deployments/{dep['id']}/create_flow_run", {"parameters": parameters})
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        flow_run = api(url, f"/flow_runs/{flow_run['id']}")
+        if flow_run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return flow_run
+        time.sleep(3)
+    raise AssertionError(f"{deployment} run still {flow_run['state']['name']} after {timeout} s")
+
+
+@contextlib.contextmanager
+def prefect_worker(api_url: str, pool: str, workdir: Path, env: dict[str, str] | None = None, limit: int = 2):
+    """A process worker of ``pool`` started in ``workdir`` (its log: workdir/worker.log); stopped by pid."""
+    worker_env = dict(os.environ, PREFECT_API_URL=api_url,
+                      PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    worker_env.update(env or {})
+    log_path = workdir / "worker.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit", str(limit)],
+                                cwd=workdir, env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield log_path
+    finally:
+        stop_group(proc)
+
+
 def make_tiny_repo(dest: Path) -> Path:
     """A fresh git+dvc repository holding the project's pipeline and the tiny dataset."""
     from flows.overrides import apply_overrides
@@ -86,9 +124,9 @@ def tiny_repo_factory(tmp_path_factory):
     return make
 
 
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory):
-    """A real Prefect server on 127.0.0.1, its own database; yields the API URL."""
+@contextlib.contextmanager
+def start_prefect_server(workdir: Path):
+    """A real Prefect server on 127.0.0.1 with its own database under ``workdir``; yields the API URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = dict(
@@ -98,9 +136,9 @@ def prefect_server(tmp_path_factory):
         PREFECT_UI_API_URL=url,
         PREFECT_API_URL=url,
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('prefect-db') / 'prefect.db'}",
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{workdir / 'prefect.db'}",
     )
-    log = (tmp_path_factory.mktemp("prefect-log") / "server.log").open("w")
+    log = (workdir / "server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -121,3 +159,10 @@ def prefect_server(tmp_path_factory):
     finally:
         stop_group(proc)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """The test session's Prefect server; yields the API URL."""
+    with start_prefect_server(tmp_path_factory.mktemp("prefect-server")) as url:
+        yield url

@@ -5,38 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .conftest import PROJECT, run, stop_group
+from .conftest import PROJECT, api, prefect_worker, run, trigger
 
 pytestmark = pytest.mark.e2e
 FAKE = {"AWS_ACCESS_KEY_ID": "FAKEKEYID-tagsmith-0000", "AWS_SECRET_ACCESS_KEY": "FAKE-SECRET-xyz-tagsmith-e2e"}
-
-
-def api(url: str, path: str, body: dict | None = None):
-    req = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="GET" if body is None else "POST")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.load(r)
-
-
-def trigger(url: str, deployment: str, parameters: dict, timeout: float = 900) -> dict:
-    """Create a run as the UI's Run button does, wait for a final state, return the run."""
-    (dep,) = api(url, "/deployments/filter", {"deployments": {"name": {"any_": [deployment]}}})
-    flow_run = api(url, f"/deployments/{dep['id']}/create_flow_run", {"parameters": parameters})
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        flow_run = api(url, f"/flow_runs/{flow_run['id']}")
-        if flow_run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            return flow_run
-        time.sleep(3)
-    raise AssertionError(f"{deployment} run still {flow_run['state']['name']} after {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +24,8 @@ def deployed(prefect_server, tiny_repo_factory, tmp_path_factory):
     env = {"PREFECT_API_URL": prefect_server, "PREFECT": str(Path(sys.executable).with_name("prefect"))}
     run(["bash", str(PROJECT / "infra/pools.sh"), "local"], repo, env=env)
     run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", str(PROJECT / "infra/prefect.yaml"), "--all"], repo, env=env)
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    worker_env = dict(os.environ, PREFECT_API_URL=prefect_server, **FAKE,
-                      PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    with log_path.open("w") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "tagsmith-local", "--limit", "2"],
-                                  cwd=tmp_path_factory.mktemp("worker-cwd"), env=worker_env, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    with prefect_worker(prefect_server, "tagsmith-local", tmp_path_factory.mktemp("worker"), env=FAKE) as log_path:
         yield repo, log_path
-    finally:
-        stop_group(worker)
 
 
 @pytest.fixture(scope="module")

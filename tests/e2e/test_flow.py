@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import sys
 import urllib.request
 
@@ -37,7 +37,7 @@ def run_flow(repo, api_url: str, **params) -> dict[str, str]:
     req = urllib.request.Request(f"{api_url}/task_runs/filter", data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req) as r:
         runs = json.load(r)
-    return {t["name"]: t["state"]["name"] for t in runs if t["name"] in STAGES}
+    return {t["name"]: t["state"]["name"] for t in runs if t["name"] in STAGES or t["name"].endswith("-forced")}
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,16 @@ def test_flow_runs_cached_then_subset(flow_repo, prefect_server, tiny_repo_facto
     assert model.stat().st_mtime_ns == mtime, "a cached re-run rewrote the model"
     status = run([sys.executable, "-m", "dvc", "status", "--json"], flow_repo).stdout
     assert json.loads(status) == {}, "after the flow, dvc repro would still run something"
+
+    # the registry lost the published version: publish is cached, but the flow publishes again
+    receipt = json.loads((flow_repo / "artifacts/publish/receipt.json").read_text())
+    assert receipt["published"]
+    shutil.rmtree(flow_repo / "registry")
+    again = run_flow(flow_repo, prefect_server)
+    assert again == {s: "Cached" for s in STAGES} | {"publish-forced": "Completed"}
+    assert (flow_repo / "registry/tagsmith" / receipt["version"] / "MANIFEST.json").is_file()
+    assert json.loads((flow_repo / "artifacts/publish/receipt.json").read_text())["version"] == receipt["version"]
+    assert json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], flow_repo).stdout) == {}
 
     third = run_flow(flow_repo, prefect_server, epochs_full=1)
     expected = {s: "Cached" for s in STAGES[:3]} | {s: "Completed" for s in STAGES[3:]}

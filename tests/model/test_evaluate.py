@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tasks import evaluate, metrics
+from tasks import evaluate
 from tasks.config import EvaluateConfig
 
 from tests.model.evalkit import CLASSES, make_model, make_shards

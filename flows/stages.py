@@ -33,6 +33,11 @@ _OUTCOMES = (
     ("unchanged", re.compile(r"^Stage '(?P<stage>[^']+)' didn't change, skipping")),
 )
 
+# DVC's advice to a person at a terminal (git add dvc.lock, autostage, dvc push): in a flow the
+# flow itself pushes, and a workspace clone is never committed, so it only misleads there.
+_HINTS = re.compile(r"^(To track the changes with git, run:|To enable auto staging, run:|\s+git add |"
+                    r"\s+dvc config core\.autostage|Use `dvc push` to send your updates)")
+
 
 class StageError(RuntimeError):
     """A stage failed or the pipeline definition is not what the flow expects."""
@@ -136,7 +141,8 @@ def dvc(root: Path, *args: str, log: Callable[[str], None] = print) -> list[str]
         line = line.split("\r")[-1]
         if line.strip():
             lines.append(line)
-            log(line)
+            if not _HINTS.match(line):
+                log(line)
     if proc.wait() != 0:
         tail = "\n".join(lines[-15:])
         raise StageError(f"`dvc {' '.join(args)}` failed (exit {proc.returncode}):\n{tail}")

@@ -1,7 +1,7 @@
 """The ``tagsmith`` command: the user's entry points.
 
     tagsmith data [--preset demo|tiny|study] [--slice v1|v2]   # (re)generate the embedded dataset
-    tagsmith retrain [--backbone B] [--epochs-full N] [--set section.key=value ...]
+    tagsmith retrain [--backbone B] [--epochs-full N] [--set section.key=value ...] [--experiment NAME]
     tagsmith predict --model production images/ -o preds.csv
     tagsmith registry list | show VERSION | promote VERSION [--alias A] | rollback [--alias A] | verify VERSION
     tagsmith status                                            # each stage's fingerprint, current or stale
@@ -44,7 +44,8 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     chosen = {k: getattr(args, k) for k in ("backbone", "weights", "image_size", "epochs_frozen",
                                             "epochs_full", "lr_frozen", "lr_full")}
     summary = retrain(**chosen, force_publish=True if args.force_publish else None,
-                      refresh_cache=args.refresh_cache, params=overrides, workspace=args.workspace)
+                      refresh_cache=args.refresh_cache, experiment=args.experiment, params=overrides,
+                      workspace=args.workspace)
     print(render_text(summary))
     return 0
 
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr-full", type=float)
     r.add_argument("--force-publish", action="store_true", help="publish even if the quality gate refuses")
     r.add_argument("--refresh-cache", action="store_true", help="ignore Prefect's cache; DVC decides")
+    r.add_argument("--experiment", metavar="NAME", help="also save the run as DVC experiment NAME (dvc exp show)")
     r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="any params.yaml value")
     r.add_argument("--workspace", default=".")
     r.set_defaults(func=_cmd_retrain)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from flows.stages import StageError, dvc, dvc_env, has_remote
+from flows.stages import WORKSPACE_MARK, StageError, dvc, dvc_env, has_remote
 
 
 def _redact(url: str) -> str:
@@ -93,6 +93,8 @@ def prepare_workspace(
     elif not (dest / ".git").exists():
         raise StageError(f"prepare_workspace: no repository given and {dest} is not a git checkout")
     _git("checkout", "--quiet", "--force", "--detach", commit or "HEAD", cwd=dest)
+    # runs asked to record a DVC experiment push it back to origin (flows.stages.save_experiment)
+    _git("config", WORKSPACE_MARK, "true", cwd=dest)
 
     cache = dvc_cache or (_local_dvc_cache(local_source) if local_source else None)
     if cache and (dest / ".dvc").is_dir():

@@ -52,6 +52,12 @@ def registry_holds_receipt(workspace: str) -> bool:
     return published_version_present(Path(workspace))
 
 
+@task(retries=2, retry_delay_seconds=[5, 30])
+def record_experiment(name: str, workspace: str) -> str:
+    """Save the run as a DVC experiment and push it where the workspace came from (I/O: retried)."""
+    return stages.save_experiment(Path(workspace), name, log=get_run_logger().info)
+
+
 def published_version_present(root: Path) -> bool:
     """False when publish's receipt says a version is published but the store lacks it.
 
@@ -100,6 +106,7 @@ def retrain(
     weights: str | None = None,
     force_publish: bool | None = None,
     refresh_cache: bool = False,
+    experiment: str | None = None,
     params: dict[str, Any] | None = None,
     workspace: str = ".",
 ) -> dict[str, Any]:
@@ -115,6 +122,7 @@ def retrain(
         weights: imagenet, none, production (warm start from the published model) or a weights file path (train_frozen.weights).
         force_publish: publish even if the quality gate refuses; recorded as forced (publish.force).
         refresh_cache: ignore Prefect's cache and re-check every stage with DVC.
+        experiment: also record the run as a DVC experiment of this name (`dvc exp show` in the repository the deployment cloned).
         params: any other params.yaml values, as {"section.key": value}.
         workspace: the repository checkout to run in.
     """
@@ -141,6 +149,11 @@ def retrain(
     if not registry_holds_receipt.with_options(task_run_name="check-registry")(str(root)):
         get_run_logger().warning("publish: the registry lacks the version the receipt names; publishing again")
         runs[-1] = stage(root, "publish", force=True, **opts)
+    if experiment:
+        state = record_experiment.with_options(task_run_name=f"experiment-{experiment}")(
+            experiment, str(root), return_state=True)
+        if not state.is_completed():  # the model is trained and published; only the record is missing
+            get_run_logger().warning("not recorded as DVC experiment %r: %s", experiment, state.message)
     return report.publish_run_report(root, runs, changed)
 
 

@@ -169,6 +169,24 @@ def repro(root: Path, name: str, *, pull: bool = False, force: bool = False,
     return StageRun(stage=name, fingerprint=key, outcome=outcome, lock=lock_entry(root, name))
 
 
+WORKSPACE_MARK = "tagsmith.workspace"  # git config key prepare_workspace sets in the clones it makes
+
+
+def save_experiment(root: Path, name: str, log: Callable[[str], None] = print) -> str:
+    """Record the workspace as DVC experiment ``name``: its params, ``dvc.lock`` and metrics.
+
+    In a workspace that ``prepare_workspace`` cloned, the experiment is also pushed (git ref,
+    plus outputs to the DVC remote when one is configured) to ``origin``, the repository it was
+    cloned from, so ``dvc exp show`` there lists it beside the others. Returns the name.
+    """
+    dvc(root, "exp", "save", "--force", "--name", name, "--include-untracked", "dvc.lock", log=log)
+    mark = subprocess.run(["git", "config", "--get", WORKSPACE_MARK], cwd=root, capture_output=True, text=True)
+    if mark.stdout.strip() == "true":
+        cache = [] if has_remote(root) else ["--no-cache"]
+        dvc(root, "exp", "push", "--force", *cache, "origin", name, log=log)
+    return name
+
+
 def sync_data_source(root: Path, log: Callable[[str], None] = print) -> bool:
     """Record a changed ``data/`` in ``data.dvc``, as ``dvc repro`` does; True if it changed."""
     if not (root / DATA_SOURCE).exists() or is_current(root, DATA_SOURCE):

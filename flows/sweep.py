@@ -5,7 +5,9 @@ a run of the deployment (its own workspace, on whatever pool serves it, GPUs inc
 ``max_parallel`` at a time; all frozen-only runs go first, so the frozen-then-full runs of the
 same configuration find the frozen phase cached (same train_frozen fingerprint) instead of
 training it again. The result is the study's Tables 2 and 3 in one: a row per backbone,
-P@1 and mAP frozen only vs frozen then full (a Prefect markdown artifact and a CSV).
+P@1 and mAP frozen only vs frozen then full (a Prefect markdown artifact and a CSV). Each cell
+is also a DVC experiment named ``<sweep run>-<cell>``: ``dvc exp show`` in the deployed
+repository lists them with their params and metrics.
 
     prefect deployment run sweep/sweep                        # the study's grid (needs GPUs, imagenet weights)
     prefect deployment run sweep/sweep -p grid=demo          # small_cnn, both modes: minutes on a CPU
@@ -194,14 +196,16 @@ async def sweep(
     log.info("sweep %s: %d runs of %s, %d at a time", this_run.name, len(cells), deployment, max_parallel)
 
     async def launch(cell: Cell) -> dict[str, Any]:
+        experiment = f"{this_run.name}-{cell.name}"  # the cell's DVC experiment in the deployed repo
         child = await arun_deployment(
-            deployment, parameters=child_parameters(cell, preset["fixed"], params), flow_run_name=cell.name,
+            deployment, parameters={**child_parameters(cell, preset["fixed"], params), "experiment": experiment},
+            flow_run_name=cell.name,
             timeout=timeout_s, idempotency_key=f"{this_run.id}:{cell.name}", tags=["sweep"])
         done = bool(child.state and child.state.is_completed())
         state = child.state.name if child.state else "Unknown"  # not final: timed out waiting
         metrics = await _child_metrics(child) if done else {}
         log.info("%s: %s %s", cell.name, state, {k: metrics.get(k) for k, _ in METRICS})
-        return {"run": child.name, "state": state, "completed": done, "backbone": cell.backbone,
+        return {"run": child.name, "experiment": experiment, "state": state, "completed": done, "backbone": cell.backbone,
                 "mode": cell.mode, "learning_rate": cell.learning_rate, "image_size": cell.image_size,
                 **{k: metrics.get(k) for k, _ in METRICS}}
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import PROJECT, api, prefect_worker, run, trigger
+from .test_flow import experiments
 
 pytestmark = pytest.mark.e2e
 FAKE = {"AWS_ACCESS_KEY_ID": "FAKEKEYID-tagsmith-0000", "AWS_SECRET_ACCESS_KEY": "FAKE-SECRET-xyz-tagsmith-e2e"}
@@ -66,6 +67,11 @@ def test_sweep_fans_out_to_retrain_runs_and_compares_them(deployed, prefect_serv
     (art,) = api(prefect_server, "/artifacts/filter", {"artifacts": {"key": {"any_": ["sweep-comparison"]}}})
     assert "| small_cnn |" in art["data"] and "mAP frozen+full" in art["data"]
     assert list((repo / ".tagsmith/sweeps").glob("*/comparison.csv"))
+    # the cell is a DVC experiment of the deployed repository, pushed back from its workspace
+    (exp,) = experiments(repo)
+    assert exp["name"] == f"{sweep['name']}-small_cnn-frozen-full-lr0.001-32px"
+    assert exp["data"]["params"]["params.yaml"]["data"]["train_full"]["epochs"] == 1
+    assert "| small_cnn |" in art["data"] and f"{exp['data']['metrics']['artifacts/eval/metrics.json']['data']['map']:.4f}" in art["data"]
 
 
 def test_fake_credentials_appear_in_no_log_artifact_or_output(retrain_run, prefect_server, deployed):

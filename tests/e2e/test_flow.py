@@ -69,11 +69,23 @@ def test_flow_runs_cached_then_subset(flow_repo, prefect_server, tiny_repo_facto
     assert json.loads((flow_repo / "artifacts/publish/receipt.json").read_text())["version"] == receipt["version"]
     assert json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], flow_repo).stdout) == {}
 
-    third = run_flow(flow_repo, prefect_server, epochs_full=1)
+    third = run_flow(flow_repo, prefect_server, epochs_full=1, experiment="one-full-epoch")
     expected = {s: "Cached" for s in STAGES[:3]} | {s: "Completed" for s in STAGES[3:]}
     assert third == expected
     assert "epochs: 1" in (flow_repo / "params.yaml").read_text()
     assert json.loads(run([sys.executable, "-m", "dvc", "status", "--json"], flow_repo).stdout) == {}
+    # ...and it is a DVC experiment, with the params and metrics it ran with
+    (exp,) = experiments(flow_repo)
+    assert exp["name"] == "one-full-epoch"
+    assert exp["data"]["params"]["params.yaml"]["data"]["train_full"]["epochs"] == 1
+    metrics = json.loads((flow_repo / "artifacts/eval/metrics.json").read_text())
+    assert exp["data"]["metrics"]["artifacts/eval/metrics.json"]["data"]["map"] == metrics["map"]
+
+
+def experiments(repo) -> list[dict]:
+    """The DVC experiments of ``repo``'s HEAD, as `dvc exp show --json` lists them."""
+    rows = json.loads(run([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo).stdout)
+    return [rev for row in rows for group in (row.get("experiments") or []) for rev in group["revs"]]
 
 
 def test_flow_and_dvc_repro_write_the_same_lock(prefect_server, tiny_repo_factory):

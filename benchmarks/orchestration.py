@@ -99,7 +99,7 @@ def _timed(cmd: list[str], cwd: Path, env: dict[str, str], expect: str | None = 
 
 
 STAGE_CHECKS = ("import time; from pathlib import Path; from flows import stages; root = Path('.').resolve(); "
-                "t = time.perf_counter(); [(stages.fingerprint(root, n), stages.is_current(root, n)) "
+                "t = time.perf_counter(); [stages.inspect(root, n) "
                 "for n in stages.pipeline(root)]; print(time.perf_counter() - t)")
 HAS_REMOTE = ("import time; from pathlib import Path; from flows import stages; t = time.perf_counter(); "
               "stages.has_remote(Path('.')); print(time.perf_counter() - t)")
@@ -204,7 +204,7 @@ def run(scale: float = 1.0, reps: int = 5, out_dir: Path = common.RESULTS, comma
     why = "" if r <= 3 else (
         f"importing the flow module (Prefect) alone takes {med['diag_import_flow_module']:.1f} s, "
         f"{med['diag_import_flow_module'] / med['dvc_repro_noop']:.1f}x a whole no-op dvc repro; then the six "
-        f"stages' DVC checks in-process (fingerprint + is_current) {med['diag_stage_checks_in_process']:.1f} s, the "
+        f"stages' DVC checks in-process (stages.inspect: fingerprint and is_current) {med['diag_stage_checks_in_process']:.1f} s, the "
         f"`dvc remote default` subprocess {med['diag_has_remote_subprocess']:.1f} s, and {rest:.1f} s for the "
         "flow/task runs, API calls and cache lookups")
     targets = [common.target("cached flow re-run (server) vs no-op dvc repro", r, "<= 3x", r <= 3, why)]
@@ -212,7 +212,7 @@ def run(scale: float = 1.0, reps: int = 5, out_dir: Path = common.RESULTS, comma
               "the benchmark repo got them with the code defaults"] if filled else [])
     notes += [f"first flow run (every stage ran{', stub stages' if stub else ''}): {first:.1f} s",
              "each variant is a fresh process timed from start to exit (interpreter start and imports included)",
-             "the flow checks every stage with DVC in-process (fingerprint + is_current) and submits six tasks "
+             "the flow checks every stage with DVC in-process (stages.inspect: fingerprint and is_current) and submits six tasks "
              "to the server; the temporary-server variant also starts and stops a local Prefect server"]
     return common.write_result(
         "orchestration", command, {"scale": scale, "reps": reps, "stub_stages": stub, "repo": "tests/e2e make_tiny_repo"},

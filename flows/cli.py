@@ -56,7 +56,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     root = Path(args.workspace).resolve()
     for name in stages.pipeline(root):
         try:
-            print(f"{name:13s} {stages.fingerprint(root, name)[:16]}  {'current' if stages.is_current(root, name) else 'stale'}")
+            key, current = stages.inspect(root, name)
+            print(f"{name:13s} {key[:16]}  {'current' if current else 'stale'}")
         except stages.StageError as e:
             print(f"{name:13s} {'-':16s}  waiting ({e})")
     return 0

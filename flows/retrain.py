@@ -81,11 +81,12 @@ def stage(root: Path, name: str, *, refresh: bool, remote: bool, force: bool = F
 
     ``force`` runs the stage's command even if DVC and Prefect hold it as cached.
     """
-    key = stages.fingerprint(root, name)
+    key, current = stages.inspect(root, name)
     run_name = f"{name}-forced" if force else name
-    result = run_stage.with_options(name=name, task_run_name=run_name, refresh_cache=refresh or force)(
-        name, key, str(root), pull=remote, force=force)
-    if not stages.is_current(root, name):
+    state = run_stage.with_options(name=name, task_run_name=run_name, refresh_cache=refresh or force)(
+        name, key, str(root), pull=remote, force=force, return_state=True)
+    result = state.result()  # raises if the stage failed
+    if state.name == "Cached" and not current:
         # Cached in Prefect, stale here (e.g. params changed and changed back, or a fresh
         # workspace): DVC restores the outputs from its run-cache without running the stage.
         get_run_logger().info("%s: restoring outputs from the DVC run-cache", name)

@@ -82,17 +82,28 @@ def _repo(root: Path):  # type: ignore[no-untyped-def]
     return Repo(os.fspath(root))
 
 
-def fingerprint(root: Path, name: str) -> str:
-    """DVC's run-cache key of ``name`` for the workspace as it is now (deps hashed on disk)."""
+def _stage_hash(stage: Any, name: str) -> str:
     from dvc.stage.cache import _can_hash, _get_stage_hash
 
+    stage.save_deps()
+    if not _can_hash(stage):
+        missing = [str(d) for d in stage.deps if not d.exists]
+        raise StageError(f"stage '{name}' cannot be fingerprinted; missing deps: {missing or 'none'}")
+    return str(_get_stage_hash(stage))
+
+
+def fingerprint(root: Path, name: str) -> str:
+    """DVC's run-cache key of ``name`` for the workspace as it is now (deps hashed on disk)."""
+    with _repo(root) as repo, repo.lock:
+        return _stage_hash(repo.stage.collect(name)[0], name)
+
+
+def inspect(root: Path, name: str) -> tuple[str, bool]:
+    """``(fingerprint(root, name), is_current(root, name))``, opening the repository once."""
     with _repo(root) as repo, repo.lock:
         stage = repo.stage.collect(name)[0]
-        stage.save_deps()
-        if not _can_hash(stage):
-            missing = [str(d) for d in stage.deps if not d.exists]
-            raise StageError(f"stage '{name}' cannot be fingerprinted; missing deps: {missing or 'none'}")
-        return str(_get_stage_hash(stage))
+        current = not stage.changed()
+        return _stage_hash(stage, name), current
 
 
 def is_current(root: Path, name: str) -> bool:
@@ -200,6 +211,7 @@ if __name__ == "__main__":
     here = Path.cwd()
     for stage_name in pipeline(here):
         try:
-            print(f"{stage_name:14s} {fingerprint(here, stage_name)[:16]}  current={is_current(here, stage_name)}")
+            key, current = inspect(here, stage_name)
+            print(f"{stage_name:14s} {key[:16]}  current={current}")
         except StageError as e:
             print(f"{stage_name:14s} -  ({e})")

@@ -8,6 +8,7 @@ Prefect server and one S3 bucket (moto's server, over HTTP) holding Prefect's re
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +25,10 @@ from .moto_s3 import FAKE_AWS, MotoServer
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 STAGES = ["ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
 BUCKET = "tagsmith-shared"
+# recognisable credentials (moto accepts any): none may end up in the server, a log or S3
+CREDS = {**FAKE_AWS, "AWS_ACCESS_KEY_ID": "TWOWORKERS-KEYID-7731", "AWS_SECRET_ACCESS_KEY": "two-workers-SECRET-9f3e",
+         "AWS_SESSION_TOKEN": "two-workers-TOKEN-51ac"}
+SECRETS = [CREDS[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +41,8 @@ def s3(tmp_path_factory):
 
 
 def _boto_creds() -> dict[str, str]:
-    return {"aws_access_key_id": FAKE_AWS["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
-            "region_name": FAKE_AWS["AWS_DEFAULT_REGION"]}
+    return {"aws_access_key_id": CREDS["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": CREDS["AWS_SECRET_ACCESS_KEY"],
+            "aws_session_token": CREDS["AWS_SESSION_TOKEN"], "region_name": CREDS["AWS_DEFAULT_REGION"]}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +50,7 @@ def pool(s3, tiny_repo_factory, tmp_path_factory):
     """A repo whose DVC remote and registry are on S3, deployed to a server of its own,
     with the S3 result-storage block saved the way the README says."""
     repo = tiny_repo_factory("two-workers")
-    env = dict(FAKE_AWS)
+    env = dict(CREDS)
     dvc = [sys.executable, "-m", "dvc"]
     run(dvc + ["remote", "add", "-d", "store", f"s3://{BUCKET}/dvc"], repo)
     run(dvc + ["remote", "modify", "store", "endpointurl", s3.url], repo)
@@ -54,7 +59,8 @@ def pool(s3, tiny_repo_factory, tmp_path_factory):
                                            "train_frozen.registry_store": registry})
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "S3 remote and registry"], repo)
     run(dvc + ["push", "data.dvc"], repo, env=env)
-    with start_prefect_server(tmp_path_factory.mktemp("prefect-two")) as url:
+    server_dir = tmp_path_factory.mktemp("prefect-two")
+    with start_prefect_server(server_dir) as url:
         env |= {"PREFECT_API_URL": url, "PREFECT": str(Path(sys.executable).with_name("prefect"))}
         out = run([sys.executable, "-m", "flows.cli", "results-store", f"s3://{BUCKET}/prefect-results",
                    "--endpoint-url", s3.url], repo, env=env)
@@ -63,12 +69,12 @@ def pool(s3, tiny_repo_factory, tmp_path_factory):
         run(["bash", str(PROJECT / "infra/pools.sh"), "local"], repo, env=env)
         run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file",
              str(PROJECT / "infra/prefect.yaml"), "--all"], repo, env=env)
-        yield repo, url, block_setting
+        yield repo, url, block_setting, server_dir
 
 
 def machine(root: Path, block_setting: dict[str, str]) -> dict[str, str]:
     """The environment of a worker on a machine of its own: nothing local is shared."""
-    return {**FAKE_AWS, **block_setting,
+    return {**CREDS, **block_setting,
             "PREFECT_HOME": str(root / "prefect-home"),
             "PREFECT_LOCAL_STORAGE_PATH": str(root / "local-results"),
             "TAGSMITH_DVC_CACHE": str(root / "dvc-cache")}
@@ -90,7 +96,7 @@ def metrics_artifact(url: str, flow_run_id: str) -> str:
 
 
 def test_second_worker_reuses_the_first_workers_stages(pool, s3, tmp_path_factory):
-    repo, url, block_setting = pool
+    repo, url, block_setting, server_dir = pool
     a, b = tmp_path_factory.mktemp("machine-a"), tmp_path_factory.mktemp("machine-b")
 
     with prefect_worker(url, "tagsmith-local", a, env=machine(a, block_setting)) as log_a:
@@ -116,12 +122,23 @@ def test_second_worker_reuses_the_first_workers_stages(pool, s3, tmp_path_factor
     assert {k.split("/")[1].rsplit("-", 1)[0] for k in keys if "/tagsmith-" in k} >= {f"tagsmith-{s}" for s in STAGES}
     assert list((b / "dvc-cache" / "files").rglob("*")), "machine B's DVC cache is empty: nothing was restored"
 
+    # the credentials both machines held are in no log, block, database row, result or file
+    client = boto3.client("s3", endpoint_url=s3.url, **_boto_creds())
+    stored = [client.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys]
+    texts = [run_logs(url, r["id"]) for r in (first, second)] + [log_a.read_text(), log_b.read_text(),
+             json.dumps(api(url, "/artifacts/filter", {})), json.dumps(api(url, "/block_documents/filter", {}))]
+    files = [p for root in (repo, a, b, server_dir) for p in root.rglob("*") if p.is_file() and ".git" not in p.parts]
+    for secret in SECRETS:
+        assert not [t for t in texts if secret in t]
+        assert not [blob for blob in stored if secret.encode() in blob]
+        assert not [p for p in files if secret.encode() in p.read_bytes()]
+
 
 def test_results_store_refuses_a_bucket_it_cannot_write_and_saves_nothing(pool, s3):
-    repo, url, _ = pool
+    repo, url, _, _ = pool
     out = subprocess.run([sys.executable, "-m", "flows.cli", "results-store", "s3://no-such-bucket/results",
                           "--endpoint-url", s3.url, "--name", "broken-results"], cwd=repo,
-                         env=dict(os.environ, **FAKE_AWS, PREFECT_API_URL=url), capture_output=True, text=True)
+                         env=dict(os.environ, **CREDS, PREFECT_API_URL=url), capture_output=True, text=True)
     assert out.returncode == 1
     assert "s3://no-such-bucket/results is not writable: NoSuchBucket" in out.stderr
     names = [d["name"] for d in api(url, "/block_documents/filter", {})]

@@ -15,7 +15,7 @@ the pipeline once. Then, interleaved, each a fresh process timed from start to e
 
 Three diagnostics run interleaved with them (no target; they split the flow's time): the
 import of ``flows.retrain`` (Prefect), the six stages' DVC checks in-process and the
-``has_remote`` subprocess. The server is stopped by its process-group id at the end. Below ``--scale 0.1`` (smoke runs)
+``has_remote`` check (in-process, one repository open). The server is stopped by its process-group id at the end. Below ``--scale 0.1`` (smoke runs)
 the stages' commands are stubs that write one file each, so the first run takes seconds
 (what is timed, the cached re-runs, does nearly the same work either way), and the
 temporary-server variant is left out.
@@ -183,7 +183,7 @@ def run(scale: float = 1.0, reps: int = 5, out_dir: Path = common.RESULTS, comma
         # Diagnostics (no target): what a cached flow run is made of.
         variants["diag_import_flow_module"] = lambda: _timed([sys.executable, "-c", "import flows.retrain"], repo, server_env)
         variants["diag_stage_checks_in_process"] = lambda: _printed(STAGE_CHECKS, repo, server_env)
-        variants["diag_has_remote_subprocess"] = lambda: _printed(HAS_REMOTE, repo, server_env)
+        variants["diag_has_remote"] = lambda: _printed(HAS_REMOTE, repo, server_env)
         if not stub:  # a smoke run skips it: starting a temporary server costs ~20 s a time
             variants["flow_cached_temp_server"] = lambda: _timed(flow, repo, temp_env, "Cached(", len(STAGES))
         raw, loads = common.interleave(variants, reps)
@@ -200,12 +200,12 @@ def run(scale: float = 1.0, reps: int = 5, out_dir: Path = common.RESULTS, comma
         common.both(ratios, "flow_temp_server_vs_dvc_repro", raw, med, "flow_cached_temp_server", "dvc_repro_noop")
         ratios["temp_server_adds_s"] = round(med["flow_cached_temp_server"] - med["flow_cached_server"], 2)
     rest = med["flow_cached_server"] - med["diag_import_flow_module"] - med["diag_stage_checks_in_process"] \
-        - med["diag_has_remote_subprocess"]
+        - med["diag_has_remote"]
     why = "" if r <= 3 else (
         f"importing the flow module (Prefect) alone takes {med['diag_import_flow_module']:.1f} s, "
         f"{med['diag_import_flow_module'] / med['dvc_repro_noop']:.1f}x a whole no-op dvc repro; then the six "
         f"stages' DVC checks in-process (stages.inspect: fingerprint and is_current) {med['diag_stage_checks_in_process']:.1f} s, the "
-        f"`dvc remote default` subprocess {med['diag_has_remote_subprocess']:.1f} s, and {rest:.1f} s for the "
+        f"the has_remote check (one more repository open) {med['diag_has_remote']:.1f} s, and {rest:.1f} s for the "
         "flow/task runs, API calls and cache lookups")
     targets = [common.target("cached flow re-run (server) vs no-op dvc repro", r, "<= 3x", r <= 3, why)]
     notes = ([f"params.yaml lacks {sorted(filled)} that dvc.yaml declares (DVC refuses to run then); "

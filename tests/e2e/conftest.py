@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -58,11 +59,22 @@ def run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
     return out
 
 
-def api(url: str, path: str, body: dict | None = None):
+def api(url: str, path: str, body: dict | None = None, attempts: int = 6):
+    """One call of the Prefect REST API, as the UI makes it.
+
+    Retries 503 as Prefect's own client does: the server answers it when SQLite is busy (e.g.
+    while the scheduler fills in a deployment's future runs) and nothing was written.
+    """
     req = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"}, method="GET" if body is None else "POST")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.load(r)
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return json.load(r)
+        except urllib.error.HTTPError as e:
+            if e.code != 503 or attempt == attempts - 1:
+                raise
+            time.sleep(2 ** attempt)
 
 
 def trigger(url: str, deployment: str, parameters: dict, timeout: float = 900) -> dict:

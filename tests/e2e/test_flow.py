@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import urllib.request
 
 import pytest
 
-from .conftest import run
+from .conftest import api, run
 
 STAGES = ["ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
 pytestmark = pytest.mark.e2e
@@ -33,10 +32,7 @@ def run_flow(repo, api_url: str, **params) -> dict[str, str]:
     line = next(line for line in out.stdout.splitlines() if line.startswith("FLOW_RUN_ID"))
     _, flow_run_id, state = line.split()
     assert state == "COMPLETED", (out.stdout + out.stderr)[-5000:]
-    body = json.dumps({"flow_runs": {"id": {"any_": [flow_run_id]}}}).encode()
-    req = urllib.request.Request(f"{api_url}/task_runs/filter", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req) as r:
-        runs = json.load(r)
+    runs = api(api_url, "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
     return {t["name"]: t["state"]["name"] for t in runs if t["name"] in STAGES or t["name"].endswith("-forced")}
 
 

@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=.tagsmith/run
 
-stop() {  # NAME
-  local file=$RUN/$1.pid pid
+stop() {  # NAME GRACE_SECONDS
+  local file=$RUN/$1.pid pid grace=$2
   [ -f "$file" ] || { echo "$1: not running (no $file)"; return 0; }
   pid=$(cat "$file")
   if ! kill -0 "$pid" 2>/dev/null || ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q prefect; then
@@ -22,14 +22,15 @@ stop() {  # NAME
     if [ -n "$pgid" ] && [ "$pgid" != "$pid" ]; then kill -TERM -- "-$pgid" 2>/dev/null || true; fi
   done
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
-  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  for _ in $(seq 1 $((grace * 2))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
   if kill -0 "$pid" 2>/dev/null; then
-    echo "$1: still running after 20 s; killing process group $pid"
+    echo "$1: still running after $grace s; killing process group $pid"
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"
   fi
   rm -f "$file"
   echo "$1: stopped (pid $pid)"
 }
 
-stop worker
-stop server
+# `prefect worker start` (Prefect 3.9) does not exit on SIGTERM; stop() ends its flow runs first
+stop worker 5
+stop server 20

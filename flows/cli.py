@@ -69,7 +69,7 @@ def _cmd_results_store(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     slug = results.save_block(args.uri, endpoint_url=args.endpoint_url, name=args.name)
     os.environ[results.SETTING] = slug
-    results.check()  # fail now, not on the first run, if the bucket is missing or not writable
+    results.check()  # the block as a run will load it from the server works too
     print(f"saved block {slug}; give every worker (or the pool's env job variable):")
     print(f"export {results.SETTING}={slug}")
     return 0

@@ -23,13 +23,13 @@ from pathlib import Path
 from benchmarks import common
 
 METRICS = ["map", "p_at_1", "micro_f1", "macro_f1", "subset_accuracy"]
-EVAL_FROZEN = ("from pathlib import Path; from tasks.config import EvaluateConfig, load; from tasks.evaluate import run; "
+EVAL_FROZEN = ("from pathlib import Path; from tasks.common.config import EvaluateConfig, load; from tasks.evaluate import run; "
                "run(load(EvaluateConfig), model_dir=Path('artifacts/models/frozen'), out_dir=Path('artifacts/eval-frozen'))")
 
 
 def _data(smoke: bool) -> Path:
     """The embedded dataset: the repository's data/ when present, else generated under /tmp."""
-    from tasks import synth
+    from tasks.demo import synth
 
     if not smoke and (common.PROJECT / "data" / "labels.tsv").is_file():
         return common.PROJECT / "data"
@@ -53,7 +53,7 @@ def _step(cmd: list[str], cwd: Path) -> float:
 
 def one_backbone(backbone: str, data: Path, work: Path, smoke: bool) -> dict:
     """Run the pipeline up to evaluate for one backbone; returns metrics and times per phase."""
-    from flows.overrides import apply_overrides
+    from flows.bridge.overrides import apply_overrides
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -100,7 +100,7 @@ def run(scale: float = 1.0, reps: int = 1, out_dir: Path = common.RESULTS, comma
                          + f" | {r['times'][f'train_{phase}_s']} |")
             results[f"{b}/{phase}/map"] = common.summarize([m["map"] or 0.0], "mAP")
         ratios[f"{b}/map_gain_full_over_frozen"] = round((r["full"]["map"] or 0) - (r["frozen"]["map"] or 0), 4)
-    notes = [f"dataset: {data if smoke else 'the embedded demo set (data/, tasks.synth --preset demo)'}; "
+    notes = [f"dataset: {data if smoke else 'the embedded demo set (data/, tasks.demo.synth --preset demo)'}; "
              "weights: none (offline), so the frozen phase trains a head on a random base",
              "deterministic training: one repetition is the result (reps is ignored)"]
     return common.write_result("accuracy", command, {"scale": scale, "backbones": backbones, "smoke": smoke},

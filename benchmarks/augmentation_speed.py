@@ -28,7 +28,7 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import cpu_model  # noqa: E402
-from tasks.augmentation import build_augmentation  # noqa: E402
+from tasks.model.augmentation import build_augmentation  # noqa: E402
 
 POLICY = {"rotation": 20.0, "translate": 0.2, "hflip": True, "vflip": True, "fill_mode": "nearest"}
 OUT = Path(__file__).resolve().parent / "results" / "augmentation_speed.json"

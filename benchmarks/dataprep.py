@@ -2,7 +2,7 @@
 
     python -m benchmarks.run dataprep [--scale 1.0] [--reps 1]
 
-The dataset is ``python -m tasks.synth --preset study`` (47,441 images at 256 px at scale 1,
+The dataset is ``python -m tasks.demo.synth --preset study`` (47,441 images at 256 px at scale 1,
 ``round(47441 * scale)`` otherwise), generated once under /tmp/tagsmith-bench. A second set
 of a quarter of the size (the first quarter of the images, hard links) shows whether peak
 memory grows with the dataset. Each measurement runs the real stage commands
@@ -81,7 +81,7 @@ def run_stage(module: str, cwd: Path) -> tuple[float, float]:
 
 def prepare(data: Path, images: int, workers: int, work: Path, record: dict) -> float:
     """ingest + augment of ``data`` with ``workers``; returns images/s and fills ``record``."""
-    from flows.overrides import apply_overrides
+    from flows.bridge.overrides import apply_overrides
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

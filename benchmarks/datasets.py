@@ -1,4 +1,4 @@
-"""Benchmark data: synthetic images (tasks.synth) and their shards, made once and reused.
+"""Benchmark data: synthetic images (tasks.demo.synth) and their shards, made once and reused.
 
 Everything lives under ``common.bench_root()`` (``/tmp/tagsmith-bench`` by default), never in
 the repository. The generator is deterministic, so a folder made earlier for the same
@@ -26,7 +26,7 @@ def synth_dataset(count: int, size: int, workers: int = 2) -> Path:
     Returns:
         The dataset root (images/, labels.tsv, classes.txt, test.txt).
     """
-    from tasks import synth
+    from tasks.demo import synth
 
     home = bench_root() / f"synth-{count}-{size}"
     if (home / "done.json").is_file():
@@ -49,7 +49,7 @@ def shard_dataset(count: int, size: int, workers: int = 2) -> dict[str, Path]:
         ``{"data": dataset root, "dataset": ingest's folder, "shards": augment's folder}``.
     """
     from tasks import augment, ingest
-    from tasks.config import AugmentConfig, IngestConfig, load
+    from tasks.common.config import AugmentConfig, IngestConfig, load
 
     data = synth_dataset(count, size, workers)
     home = data.parent / "prepared"

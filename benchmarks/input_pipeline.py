@@ -8,7 +8,7 @@ set at 256 px) once per repetition, in batches of 64:
 * ``study_loader``: ``ImageDataGenerator.flow_from_dataframe`` with the study's augmentation
   passed correctly (rotation_range=20, width/height_shift_range=0.2, both flips, rescale
   1/255): it decodes the JPEG files, resizes and augments on the CPU, one Python thread.
-* ``ours_gpu_input``: ``tasks.shards.make_dataset`` (read shards, shuffle, decode, batch):
+* ``ours_gpu_input``: ``tasks.dataset.shards.make_dataset`` (read shards, shuffle, decode, batch):
   what the CPU must deliver when training on a GPU, where augmentation runs in the model.
 * ``ours_cpu_path``: the same, plus our ``FusedAffineAugment`` layer run on every batch as it
   runs inside the model on a CPU-only machine (a ``tf.function``, after the prefetch).
@@ -78,8 +78,8 @@ def tf_variants(shards: Path) -> dict:
     """The three tf.data variants over the same shards (each returns images/s of one pass)."""
     import tensorflow as tf
 
-    from tasks.augmentation import build_augmentation
-    from tasks.shards import make_dataset, read_index
+    from tasks.model.augmentation import build_augmentation
+    from tasks.dataset.shards import make_dataset, read_index
 
     policy = json.loads((shards / "policy.json").read_text())
     augment = build_augmentation(policy, seed=0)

@@ -56,10 +56,10 @@ def fill_declared_params(repo: Path) -> dict:
     """Write into the repo's params.yaml every ``section.key`` dvc.yaml declares but it lacks.
 
     DVC refuses a stage whose declared param is missing from params.yaml; the values written
-    are the code defaults (tasks/config.py), i.e. what the stages use anyway. Returns them.
+    are the code defaults (tasks/common/config.py), i.e. what the stages use anyway. Returns them.
     """
-    from flows.overrides import apply_overrides
-    from tasks.config import load_all
+    from flows.bridge.overrides import apply_overrides
+    from tasks.common.config import load_all
 
     spec = yaml.safe_load((repo / "dvc.yaml").read_text())
     present = yaml.safe_load((repo / "params.yaml").read_text()) or {}

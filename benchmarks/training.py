@@ -34,11 +34,11 @@ DEFAULT_BACKBONES = ["small_cnn", "mobilenet_v3_small"]
 
 def build_full_model(backbone: str, shards: Path):
     """train_full's model for ``backbone`` (weights=None), compiled as tasks.train compiles it."""
-    from tasks import model as M
-    from tasks.backbones import build_base
-    from tasks.config import TrainFrozenConfig, TrainFullConfig, load
-    from tasks.losses import make_loss
-    from tasks.shards import read_index
+    from tasks.model import build as M
+    from tasks.model.backbones import build_base
+    from tasks.common.config import TrainFrozenConfig, TrainFullConfig, load
+    from tasks.model.losses import make_loss
+    from tasks.dataset.shards import read_index
     from tasks.train import setup_device
 
     frozen = load(TrainFrozenConfig, common.PROJECT / "params.yaml")
@@ -75,7 +75,7 @@ def measure_backbone(backbone: str, shards: Path, reps: int) -> dict:
     """Interleaved real-input / in-memory fits of one backbone's model."""
     import tensorflow as tf
 
-    from tasks.shards import make_dataset, read_index
+    from tasks.dataset.shards import make_dataset, read_index
 
     model, cfg = build_full_model(backbone, shards)
     batch = cfg.batch_size
@@ -110,7 +110,7 @@ def measure_backbone(backbone: str, shards: Path, reps: int) -> dict:
 def run(scale: float = 1.0, reps: int = 5, out_dir: Path = common.RESULTS, command: str = "",
         backbones: list[str] | None = None) -> Path:
     """Measure every backbone, write ``training.json`` and return its path."""
-    from tasks.config import AugmentConfig, load
+    from tasks.common.config import AugmentConfig, load
 
     started, info = time.perf_counter(), common.machine()
     backbones = backbones or (DEFAULT_BACKBONES if scale >= 0.5 else DEFAULT_BACKBONES[:1])

@@ -27,7 +27,7 @@ def _plain(obj: Any) -> Any:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from tasks import synth
+    from tasks.demo import synth
 
     summary = synth.generate(Path(args.out), preset=args.preset, slice=args.slice, seed=args.seed, workers=args.workers)
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}, indent=2))
@@ -36,8 +36,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.overrides import parse_assignments
-    from flows.report import render_text
+    from flows.bridge.overrides import parse_assignments
+    from flows.bridge.report import render_text
     from flows.retrain import retrain
 
     overrides = parse_assignments(args.set or [])
@@ -51,7 +51,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from flows import stages
+    from flows.bridge import stages
 
     root = Path(args.workspace).resolve()
     for name in stages.pipeline(root):
@@ -64,7 +64,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_results_store(args: argparse.Namespace) -> int:
-    from flows import results
+    from flows.deployment import results
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     slug = results.save_block(args.uri, endpoint_url=args.endpoint_url, name=args.name)
@@ -76,7 +76,7 @@ def _cmd_results_store(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from tasks.predict import predict
+    from tasks.serving.predict import predict
 
     summary = predict(args.model, [Path(p) for p in args.inputs], Path(args.output),
                       batch_size=args.batch_size, store=args.store, model_name=args.model_name)
@@ -85,7 +85,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_registry(args: argparse.Namespace) -> int:
-    from tasks import registry
+    from tasks.registry import client as registry
 
     store = registry.open_store(args.store)
     name = args.model_name
@@ -109,7 +109,7 @@ def _cmd_registry(args: argparse.Namespace) -> int:
 
 def _publish_defaults() -> tuple[str, str]:
     try:
-        from tasks.config import PublishConfig, load
+        from tasks.common.config import PublishConfig, load
 
         cfg = load(PublishConfig)
         return cfg.store, cfg.model_name
@@ -181,9 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except Exception as e:  # one clear line for known failures; tracebacks for bugs
-        from tasks.config import ConfigError
-
-        from flows.results import ResultStorageError
+        from tasks.common.config import ConfigError
+        from flows.deployment.results import ResultStorageError
 
         if isinstance(e, (ConfigError, FileNotFoundError, ResultStorageError)):
             sys.exit(f"tagsmith {args.command}: {e}")

@@ -22,8 +22,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.context import TaskRunContext  # noqa: E402
 
-from flows import report, results, stages  # noqa: E402
-from flows.overrides import FLOW_PARAMS, apply_overrides  # noqa: E402
+from flows.bridge import report, stages  # noqa: E402
+from flows.bridge.overrides import FLOW_PARAMS, apply_overrides  # noqa: E402
+from flows.deployment import results  # noqa: E402
 
 STAGES = ["ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
 
@@ -64,8 +65,8 @@ def published_version_present(root: Path) -> bool:
     publish is cached on its inputs like every stage, so after the registry lost a version
     (bucket wiped, store moved) a re-run would stay Cached and publish nothing.
     """
-    from tasks import registry
-    from tasks.config import PublishConfig, load
+    from tasks.registry import client as registry
+    from tasks.common.config import PublishConfig, load
 
     receipt = json.loads((root / report.ARTIFACTS["receipt"]).read_text())
     if not receipt.get("published"):

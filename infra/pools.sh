@@ -10,7 +10,7 @@
 # prefect-docker installed where they run (not in this project's lock; see infra/README.md):
 #   prefect worker start --pool tagsmith-gpu-k8s --type kubernetes
 # Preview what a run's job will look like:
-#   python -m flows.deploy render infra/pools/k8s-gpu.json gpu_count=2
+#   python -m flows.deployment.deploy render infra/pools/k8s-gpu.json gpu_count=2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFECT=${PREFECT:-.venv/bin/prefect}

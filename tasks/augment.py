@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tasks.config import AugmentConfig, ConfigError, IngestConfig, load
-from tasks.imageio import ImageFault, encode_jpeg, open_rgb, resize, resolve_under
+from tasks.common.config import AugmentConfig, ConfigError, IngestConfig, load
+from tasks.dataset.imageio import ImageFault, encode_jpeg, open_rgb, resize, resolve_under
 
-# tasks.shards (TensorFlow), tasks.augmentation (Keras) and matplotlib are imported inside the
+# tasks.dataset.shards (TensorFlow), tasks.model.augmentation (Keras) and matplotlib are imported inside the
 # functions that need them: decode workers are spawned and import this module, and should not
 # pay seconds of TensorFlow start-up each.
 
@@ -141,8 +141,8 @@ def run(cfg: AugmentConfig, *, data_root: Path = Path("data"), dataset_dir: Path
     Returns:
         Counts per split, shard names and the skipped images.
     """
-    from tasks.augmentation import POLICY_DEFAULTS
-    from tasks.shards import write_index, write_split
+    from tasks.model.augmentation import POLICY_DEFAULTS
+    from tasks.dataset.shards import write_index, write_split
 
     manifest, classes = read_manifest(Path(dataset_dir))
     class_index = {name: i for i, name in enumerate(classes)}
@@ -205,7 +205,7 @@ def write_preview(jpegs: list[bytes], policy: dict, draws: int, path: Path) -> N
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from tasks.augmentation import build_augmentation
+    from tasks.model.augmentation import build_augmentation
 
     originals = np.stack([np.asarray(Image.open(io.BytesIO(j)).convert("RGB"), np.float32) for j in jpegs])
     layer = build_augmentation(policy, seed=PREVIEW_SEED)

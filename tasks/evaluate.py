@@ -2,7 +2,7 @@
 
     python -m tasks.evaluate
 
-Reads artifacts/models/full (tasks.model.load_model) and artifacts/shards; writes
+Reads artifacts/models/full (tasks.model.build.load_model) and artifacts/shards; writes
 artifacts/eval/: metrics.json (flat, rounded: DVC metrics), per_class.csv, thresholds.json,
 predictions.csv (test ids + one score column per class), pr_curves.csv (long format for
 DVC plots), pr_curves.png, ap_per_class.png, label_count.png and model_card.md.
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks import eval_plots, metrics, model_card, scoring, shards
-from tasks.config import ConfigError, EvaluateConfig, load
+from tasks.common.config import ConfigError, EvaluateConfig, load
+from tasks.dataset import shards
+from tasks.evaluation import metrics, model_card, plots, scoring
 
 MODEL_DIR = Path("artifacts/models/full")
 SHARD_DIR = Path("artifacts/shards")
@@ -83,7 +84,7 @@ def run(
     Returns:
         EvalSummary with the headline metrics.
     """
-    from tasks.model import load_model  # TensorFlow import only when a model is needed
+    from tasks.model.build import load_model  # TensorFlow import only when a model is needed
 
     model, meta = load_model(Path(model_dir))
     classes: list[str] = list(meta["classes"])
@@ -122,9 +123,9 @@ def run(
                [[c, round(r, 4), round(p, 4)] for c, r, p in points])
 
     ap = np.array([r["ap"] for r in rows])
-    eval_plots.plot_pr_curves(points, {r["class"]: r["ap"] for r in rows}, out_dir / "pr_curves.png")
-    eval_plots.plot_ap_bars(classes, ap, summary["map"], out_dir / "ap_per_class.png")
-    eval_plots.plot_label_counts(classes, y_test, metrics.binarize(s_test, thr), out_dir / "label_count.png")
+    plots.plot_pr_curves(points, {r["class"]: r["ap"] for r in rows}, out_dir / "pr_curves.png")
+    plots.plot_ap_bars(classes, ap, summary["map"], out_dir / "ap_per_class.png")
+    plots.plot_label_counts(classes, y_test, metrics.binarize(s_test, thr), out_dir / "label_count.png")
 
     data = {
         "shards_index_sha256": scoring.index_sha256(shard_dir),

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tasks.config import ConfigError, IngestConfig, load
-from tasks.imageio import ImageFault, probe, resolve_under
-from tasks.sources import SourceError, SourceRow, join_rel, read_source
-from tasks.splits import assign_splits, plot_cooccurrence, split_stats
+from tasks.common.config import ConfigError, IngestConfig, load
+from tasks.dataset.imageio import ImageFault, probe, resolve_under
+from tasks.dataset.sources import SourceError, SourceRow, join_rel, read_source
+from tasks.dataset.splits import assign_splits, plot_cooccurrence, split_stats
 
 OUT_DIR = Path("artifacts/dataset")
 # Dropped by an explicit policy the user chose, listed in quarantine but not counted as faults.
@@ -61,7 +61,7 @@ def _probe_all(paths: list[str], cfg: IngestConfig) -> list[tuple[str | None, st
         return [r for r in tqdm(map(probe, jobs), **bar)]
     chunk = max(1, len(jobs) // (cfg.workers * 16))
     # spawn, not fork: run() may be called from a threaded host (Prefect, pytest with TF loaded),
-    # where forking can deadlock; workers import only tasks.imageio.
+    # where forking can deadlock; workers import only tasks.dataset.imageio.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) as pool:
         return list(tqdm(pool.map(probe, jobs, chunksize=chunk), **bar))

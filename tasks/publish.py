@@ -3,9 +3,9 @@
     python -m tasks.publish
 
 Reads artifacts/models/full, artifacts/eval and artifacts/shards; writes
-artifacts/publish/receipt.json and gate.md (no timestamps). The gate (tasks/gate.py) compares
+artifacts/publish/receipt.json and gate.md (no timestamps). The gate (tasks/evaluation/gate.py) compares
 the candidate's test mAP with production's, recomputed on the same test shards. If it passes
-(or publish.force), the version is uploaded to publish.store (tasks/registry.py) and
+(or publish.force), the version is uploaded to publish.store (tasks/registry/client.py) and
 publish.alias is moved to it, last. A REJECTION EXITS 0: the receipt says "rejected" and
 the alias stays where it was. Registry failures (S3 down...) exit 1 with the reason.
 """
@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks import gate, metrics, registry, scoring, shards
-from tasks.config import ConfigError, PublishConfig, load
+from tasks.evaluation import gate, metrics, scoring
+from tasks.registry import client as registry
+from tasks.dataset import shards
+from tasks.common.config import ConfigError, PublishConfig, load
 
 MODEL_DIR = Path("artifacts/models/full")
 SHARD_DIR = Path("artifacts/shards")
@@ -52,7 +54,7 @@ def preprocess_info(meta: dict[str, Any], index: dict[str, Any]) -> dict[str, An
 def export_saved_model(model_dir: Path, out: Path) -> None:
     """Export the inference graph for TF Serving (made here, not by train_full: its bytes
     differ on every export, which would make train_full's DVC output irreproducible)."""
-    from tasks.model import load_model
+    from tasks.model.build import load_model
 
     model, _ = load_model(model_dir)
     model.export(str(out), format="tf_saved_model", verbose=False)
@@ -77,7 +79,7 @@ def baseline_metrics(version_dir: Path, shard_dir: Path, batch_size: int) -> tup
     Returns:
         (metrics or None when production cannot be compared, note saying why not).
     """
-    from tasks.model import load_model
+    from tasks.model.build import load_model
 
     model, meta = load_model(version_dir)
     index = shards.read_index(shard_dir)

@@ -3,12 +3,12 @@
     python -m tasks.train frozen   # artifacts/shards -> artifacts/models/frozen
     python -m tasks.train full     # + artifacts/models/frozen -> artifacts/models/full
 
-Phase 1 (frozen): a base from the registry (tasks/backbones.py) with its starting weights
-(tasks/weights.py), frozen and run in inference mode, under a new head; only the head trains.
+Phase 1 (frozen): a base from the registry (tasks/model/backbones.py) with its starting weights
+(tasks/model/weights.py), frozen and run in inference mode, under a new head; only the head trains.
 Phase 2 (full): the phase-1 model with its base unfrozen (BatchNorm kept frozen, see
 tasks/model.unfreeze), recompiled with a low learning rate. Both: Adam (+ the study's inverse
 time decay), early stopping on validation mAP with the best weights restored, a checkpoint per
-epoch to resume from (tasks/train_loop.py), deterministic on CPU. Writes model.keras,
+epoch to resume from (tasks/model/train_loop.py), deterministic on CPU. Writes model.keras,
 metadata.json, history.csv and live/ (dvclive); the SavedModel for TF Serving is exported at
 publish time (its bytes are not reproducible, DVC outputs must be). ``train_full.epochs: 0``
 means "frozen only": the phase-1 model is passed on unchanged (the study's base-frozen rows).
@@ -30,13 +30,13 @@ import keras  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tasks import model as M  # noqa: E402
-from tasks.backbones import get_backbone  # noqa: E402
-from tasks.config import TrainFrozenConfig, TrainFullConfig, load  # noqa: E402
-from tasks.losses import make_loss, positive_weights  # noqa: E402
-from tasks.shards import make_dataset, read_index  # noqa: E402
-from tasks.train_loop import fit_epochs  # noqa: E402
-from tasks.weights import Registry, apply_warm_start, build_base_with_weights, warm_start_source  # noqa: E402
+from tasks.model import build as M  # noqa: E402
+from tasks.model.backbones import get_backbone  # noqa: E402
+from tasks.common.config import TrainFrozenConfig, TrainFullConfig, load  # noqa: E402
+from tasks.model.losses import make_loss, positive_weights  # noqa: E402
+from tasks.dataset.shards import make_dataset, read_index  # noqa: E402
+from tasks.model.train_loop import fit_epochs  # noqa: E402
+from tasks.model.weights import Registry, apply_warm_start, build_base_with_weights, warm_start_source  # noqa: E402
 
 SHARDS = Path("artifacts/shards")
 MODELS = Path("artifacts/models")

@@ -1,4 +1,4 @@
-"""The fused in-model augmentation layer (tasks/augmentation.py)."""
+"""The fused in-model augmentation layer (tasks/model/augmentation.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from tasks.augmentation import build_augmentation
+from tasks.model.augmentation import build_augmentation
 
 FULL = {"rotation": 20.0, "translate": 0.2, "zoom": 0.1, "hflip": True, "vflip": True,
         "fill_mode": "nearest", "brightness": 0.1, "contrast": 0.2}
@@ -79,7 +79,7 @@ def test_model_with_the_layer_saves_and_loads(tmp_path: Path):
 
 def test_runs_on_the_jax_backend():
     code = (
-        "import numpy as np, keras; from tasks.augmentation import build_augmentation;"
+        "import numpy as np, keras; from tasks.model.augmentation import build_augmentation;"
         f"l = build_augmentation({FULL!r}, seed=1);"
         "x = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype('float32');"
         "y = np.asarray(l(x, training=True)); f = build_augmentation({'hflip': True}, seed=2);"

@@ -7,40 +7,55 @@ from pathlib import Path
 
 import yaml
 
-from flows import stages
+from flows.bridge import stages
 from flows.retrain import STAGES
 
 PROJECT = Path(__file__).resolve().parents[2]
 SPEC = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
 
 
-def tasks_imported_by(module: str, seen: set[str] | None = None) -> set[str]:
-    """Every tasks/*.py module reachable by imports from ``module`` (including itself)."""
+def module_file(dotted: str) -> Path | None:
+    """The project file of a dotted ``tasks`` module or package, or None if it is not ours."""
+    path = PROJECT.joinpath(*dotted.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def tasks_imported_by(dotted: str, seen: set[Path] | None = None) -> set[Path]:
+    """Every tasks/ source file reachable by imports from ``dotted`` (including itself and
+    the ``__init__.py`` of each package on the way)."""
     seen = seen if seen is not None else set()
-    if module in seen:
+    file = module_file(dotted)
+    if file is None or file in seen:
         return seen
-    seen.add(module)
-    tree = ast.parse((PROJECT / "tasks" / f"{module}.py").read_text())
-    for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.ImportFrom) and node.module == "tasks":
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tasks."):
-            names = [node.module.split(".")[1]]
+    seen.add(file)
+    parts = dotted.split(".")
+    for i in range(1, len(parts)):  # importing a.b.c runs a/__init__ and a/b/__init__
+        tasks_imported_by(".".join(parts[:i]), seen)
+    for node in ast.walk(ast.parse(file.read_text())):
+        targets: list[str] = []
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tasks":
+            targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
-            names = [a.name.split(".")[1] for a in node.names if a.name.startswith("tasks.")]
-        for name in names:
-            if (PROJECT / "tasks" / f"{name}.py").exists():
-                tasks_imported_by(name, seen)
+            targets = [a.name for a in node.names if a.name.split(".")[0] == "tasks"]
+        for target in targets:
+            tasks_imported_by(target, seen)
     return seen
+
+
+def covered(file: Path, deps: list[str]) -> bool:
+    rel = file.relative_to(PROJECT)
+    return any(rel == Path(d) or Path(d) in rel.parents for d in deps)
 
 
 def test_every_stage_lists_the_code_it_imports():
     for name, spec in SPEC.items():
-        module = spec["cmd"].split()[2].split(".")[1]  # python -m tasks.<module> [...]
-        needed = {f"tasks/{m}.py" for m in tasks_imported_by(module)}
-        missing = needed - set(spec["deps"])
-        assert not missing, f"dvc.yaml stage '{name}' runs code it does not list as deps: {sorted(missing)}"
+        module = spec["cmd"].split()[2]  # python -m tasks.<module> [...]
+        needed = {f for f in tasks_imported_by(module) if f.name != "__init__.py" or f.stat().st_size}
+        missing = sorted(str(f.relative_to(PROJECT)) for f in needed if not covered(f, spec["deps"]))
+        assert not missing, f"dvc.yaml stage '{name}' runs code it does not list as deps: {missing}"
 
 
 def test_no_stage_writes_under_data():

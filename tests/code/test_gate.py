@@ -1,6 +1,6 @@
-"""The quality gate's rule (tasks/gate.py), without models or stores."""
+"""The quality gate's rule (tasks/evaluation/gate.py), without models or stores."""
 
-from tasks.gate import decide, render_report
+from tasks.evaluation.gate import decide, render_report
 
 KW = {"max_map_drop": 0.01, "must_improve": False, "force": False}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.deploy import _redact, prepare_workspace, render_job_template
+from flows.deployment.deploy import _redact, prepare_workspace, render_job_template
 
 ROOT = Path(__file__).resolve().parents[2]
 POOLS = ROOT / "infra/pools"
@@ -72,7 +72,7 @@ def test_deployment_file_has_nightly_manual_and_sweep_each_in_a_fresh_clone():
     assert not deps["retrain"].get("schedules")
     for d in deps.values():
         (step,) = d.get("pull") or spec["pull"]
-        args = step["flows.deploy.prepare_workspace"]
+        args = step["flows.deployment.deploy.prepare_workspace"]
         assert args["commit"] == "{{ revision.stdout }}" and args["repository"] == "{{ origin.stdout }}"
         module, _, func = d["entrypoint"].partition(":")
         assert f"def {func}(" in (ROOT / module).read_text() or f"async def {func}(" in (ROOT / module).read_text()

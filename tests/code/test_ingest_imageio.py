@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.imageio import ImageFault, encode_jpeg, open_rgb, resize, resolve_under
+from tasks.dataset.imageio import ImageFault, encode_jpeg, open_rgb, resize, resolve_under
 
 
 def _save(tmp_path, img: Image.Image, name: str, **kw):

@@ -1,10 +1,10 @@
-"""Pins the metric definitions of tasks/metrics.py against hand-worked and sklearn values."""
+"""Pins the metric definitions of tasks/evaluation/metrics.py against hand-worked and sklearn values."""
 
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from tasks import metrics
+from tasks.evaluation import metrics
 
 Y = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]])
 S = np.array([[0.9, 0.2, 0.1], [0.6, 0.5, 0.3], [0.4, 0.8, 0.2], [0.1, 0.3, 0.7]])

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import registry
-from tasks.registry import RegistryError
+from tasks.registry import client as registry
+from tasks.registry.client import RegistryError
 
 
 def make_files(root: Path, tag: str) -> Path:

@@ -1,10 +1,10 @@
-"""flows/results.py: where Prefect keeps stage results, checked before a run relies on it."""
+"""flows/deployment/results.py: where Prefect keeps stage results, checked before a run relies on it."""
 
 from __future__ import annotations
 
 import pytest
 
-from flows import results
+from flows.deployment import results
 
 
 def test_s3_uris_split_into_bucket_and_prefix():

@@ -1,4 +1,4 @@
-"""TFRecord shards: write_split / read_index / make_dataset (tasks/shards.py)."""
+"""TFRecord shards: write_split / read_index / make_dataset (tasks/dataset/shards.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tasks.shards import make_dataset, read_index, write_split, write_index
+from tasks.dataset.shards import make_dataset, read_index, write_split, write_index
 
 SIZE, N_CLASSES = 16, 3
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tasks.config import IngestConfig
-from tasks.sources import SourceError, join_rel, read_coco, read_manifest, read_voc, split_labels
+from tasks.common.config import IngestConfig
+from tasks.dataset.sources import SourceError, join_rel, read_coco, read_manifest, read_voc, split_labels
 
 
 def _cfg(tmp_path, **kw) -> IngestConfig:

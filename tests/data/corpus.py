@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tasks.config import IngestConfig
+from tasks.common.config import IngestConfig
 
 CLASSES = ["cat", "dog", "bird", "fish", "frog", "rare"]
 # COCO ids are not contiguous; "kitten" maps onto "cat" (several to one).

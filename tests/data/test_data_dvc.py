@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks import synth
+from tasks.demo import synth
 
 PROJECT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from tasks.augment import run
-from tasks.config import AugmentConfig
-from tasks.shards import make_dataset, read_index
+from tasks.common.config import AugmentConfig
+from tasks.dataset.shards import make_dataset, read_index
 
 CLASSES = ["circle", "square", "triangle"]
 

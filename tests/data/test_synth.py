@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tasks.synth import PRESETS, generate
-from tasks.synth_shapes import CLASSES
+from tasks.demo.synth import PRESETS, generate
+from tasks.demo.shapes import CLASSES
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -110,8 +110,8 @@ def prefect_worker(api_url: str, pool: str, workdir: Path, env: dict[str, str] |
 
 def make_tiny_repo(dest: Path) -> Path:
     """A fresh git+dvc repository holding the project's pipeline and the tiny dataset."""
-    from flows.overrides import apply_overrides
-    from tasks import synth
+    from flows.bridge.overrides import apply_overrides
+    from tasks.demo import synth
 
     dest.mkdir(parents=True)
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):

@@ -12,8 +12,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tasks import evaluate, predict, publish, registry
-from tasks.config import EvaluateConfig
+from tasks import evaluate, publish
+from tasks.serving import predict
+from tasks.registry import client as registry
+from tasks.common.config import EvaluateConfig
 from tests.model.evalkit import make_model, make_shards
 
 from .moto_s3 import FAKE_AWS, MotoServer

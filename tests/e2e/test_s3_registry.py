@@ -11,8 +11,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tasks import registry
-from tasks.registry import RegistryError, S3Options
+from tasks.registry import client as registry
+from tasks.registry.client import RegistryError, S3Options
 
 from .moto_s3 import FAKE_AWS, MotoServer
 

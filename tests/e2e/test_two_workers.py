@@ -17,7 +17,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from flows.overrides import apply_overrides
+from flows.bridge.overrides import apply_overrides
 
 from .conftest import PROJECT, api, prefect_worker, run, start_prefect_server, trigger
 from .moto_s3 import FAKE_AWS, MotoServer

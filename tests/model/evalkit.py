@@ -14,9 +14,9 @@ import keras
 import numpy as np
 from PIL import Image
 
-from tasks import imageio
-from tasks.model import save_model
-from tasks.shards import write_index, write_split
+from tasks.dataset import imageio
+from tasks.model.build import save_model
+from tasks.dataset.shards import write_index, write_split
 
 CLASSES = ["a", "b", "c", "d"]
 SIZE = 32

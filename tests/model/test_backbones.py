@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from tasks import model as M
-from tasks.backbones import BACKBONES, build_base
-from tasks.losses import make_loss
+from tasks.model import build as M
+from tasks.model.backbones import BACKBONES, build_base
+from tasks.model.losses import make_loss
 
 
 @pytest.mark.slow

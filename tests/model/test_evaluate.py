@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tasks import evaluate
-from tasks.config import EvaluateConfig
+from tasks.common.config import EvaluateConfig
 
 from tests.model.evalkit import CLASSES, make_model, make_shards
 

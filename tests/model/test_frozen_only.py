@@ -3,7 +3,7 @@
 import json
 
 from tasks import train
-from tasks.config import parse_section
+from tasks.common.config import parse_section
 
 
 def test_zero_full_epochs_is_valid_config():

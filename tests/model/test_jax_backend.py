@@ -11,9 +11,9 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import keras, numpy as np
 assert keras.backend.backend() == "jax"
-from tasks import model as M
-from tasks.backbones import build_base
-from tasks.losses import make_loss
+from tasks.model import build as M
+from tasks.model.backbones import build_base
+from tasks.model.losses import make_loss
 from tests.model.tiny_data import POLICY, images_and_labels
 keras.utils.set_random_seed(0)
 x, y = images_and_labels(8)

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from tasks.losses import AsymmetricLoss, PrecisionAtOne, WeightedBinaryCrossentropy, make_loss, positive_weights
-from tasks.model import make_optimizer
+from tasks.model.losses import AsymmetricLoss, PrecisionAtOne, WeightedBinaryCrossentropy, make_loss, positive_weights
+from tasks.model.build import make_optimizer
 
 Y = np.array([[1, 0, 0], [0, 1, 1], [0, 0, 1]], "float32")
 P = np.array([[0.9, 0.2, 0.1], [0.7, 0.6, 0.3], [0.2, 0.1, 0.8]], "float32")

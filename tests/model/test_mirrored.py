@@ -16,7 +16,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from tasks import train
-from tasks.config import TrainFrozenConfig
+from tasks.common.config import TrainFrozenConfig
 from tests.model.tiny_data import make_shards
 root = Path(sys.argv[1])
 shards = make_shards(root / "shards")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tasks import model as M
-from tasks.backbones import build_base
-from tasks.losses import make_loss
+from tasks.model import build as M
+from tasks.model.backbones import build_base
+from tasks.model.losses import make_loss
 
 
 def _weights(layer):

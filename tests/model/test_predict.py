@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from tasks import evaluate, predict, publish
-from tasks.config import EvaluateConfig, PublishConfig
+from tasks import evaluate, publish
+from tasks.serving import predict
+from tasks.common.config import EvaluateConfig, PublishConfig
 from tests.model.evalkit import CLASSES, make_model, make_shards
 
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from tasks import evaluate, publish, registry
-from tasks.config import EvaluateConfig, PublishConfig
+from tasks import evaluate, publish
+from tasks.registry import client as registry
+from tasks.common.config import EvaluateConfig, PublishConfig
 
 from tests.model.evalkit import make_model, make_shards
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.model import load_model
+from tasks.model.build import load_model
 from tests.model.tiny_data import make_shards
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from tasks import model as M
-from tasks.backbones import BackbonePreprocess, build_base
+from tasks.model import build as M
+from tasks.model.backbones import BackbonePreprocess, build_base
 from tests.model.tiny_data import POLICY
 
 META = {"classes": ["a", "b", "c", "d"], "image_size": 32, "input": "RGB 0..255", "phase": "frozen"}

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tasks import train
-from tasks.config import TrainFrozenConfig, TrainFullConfig
-from tasks.model import load_model
+from tasks.common.config import TrainFrozenConfig, TrainFullConfig
+from tasks.model.build import load_model
 
 FROZEN = TrainFrozenConfig(backbone="small_cnn", weights="none", epochs=2, batch_size=8,
                            learning_rate=1e-3, dropout=0.1)

@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from tasks import model as M
-from tasks.backbones import build_base
-from tasks.weights import WeightsError, apply_warm_start, build_base_with_weights, warm_start_source, Registry
+from tasks.model import build as M
+from tasks.model.backbones import build_base
+from tasks.model.weights import WeightsError, apply_warm_start, build_base_with_weights, warm_start_source, Registry
 
 
 def test_missing_imagenet_file_names_the_file_and_where_to_put_it(tmp_path, monkeypatch):
@@ -49,10 +49,10 @@ def test_warm_start_from_another_backbone_is_refused(tmp_path):
 
 
 def test_production_weights_resolve_the_registry_alias(monkeypatch, tmp_path):
-    import tasks.registry
+    import tasks.registry.client
 
     calls = []
-    monkeypatch.setattr(tasks.registry, "resolve_model_dir",
+    monkeypatch.setattr(tasks.registry.client, "resolve_model_dir",
                         lambda store, name, alias, cache_dir: calls.append((store, name, alias)) or tmp_path)
     assert warm_start_source("production", Registry("s3://b/p", "tagsmith", "production")) == tmp_path
     assert calls == [("s3://b/p", "tagsmith", "production")]

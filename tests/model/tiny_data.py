@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tasks.shards import write_index, write_split
+from tasks.dataset.shards import write_index, write_split
 
 CLASSES = ["a", "b", "c", "d"]
 POLICY = {"rotation": 10.0, "translate": 0.1, "hflip": True, "vflip": False, "zoom": 0.0,

@@ -8,7 +8,7 @@ The defaults below are the reference study's recipe (ImageNet backbone, Adam 1e-
 batch 64, rotation 20 deg, shifts 20 %, flips). ``params.yaml`` overrides some of them so the
 embedded demo finishes in minutes on a laptop CPU; each override there says why.
 
-    python -m tasks.config            # print the resolved config of every stage
+    python -m tasks.common.config            # print the resolved config of every stage
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ one per run; a container starts in its own filesystem), it clones the deployed c
 makes the DVC-tracked data present, and Prefect then runs the flow in that clone, so the
 flow's ``workspace="."`` is it. Concurrent runs never share a working tree.
 
-    python -m flows.deploy render infra/pools/k8s-gpu.json gpu_count=2 'node_selector={"gpu": "a100"}'
+    python -m flows.deployment.deploy render infra/pools/k8s-gpu.json gpu_count=2 'node_selector={"gpu": "a100"}'
         # print the job configuration a worker of that pool would submit, rendered by Prefect
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from flows.stages import WORKSPACE_MARK, StageError, dvc, dvc_env, has_remote
+from flows.bridge.stages import WORKSPACE_MARK, StageError, dvc, dvc_env, has_remote
 
 
 def _redact(url: str) -> str:
@@ -93,7 +93,7 @@ def prepare_workspace(
     elif not (dest / ".git").exists():
         raise StageError(f"prepare_workspace: no repository given and {dest} is not a git checkout")
     _git("checkout", "--quiet", "--force", "--detach", commit or "HEAD", cwd=dest)
-    # runs asked to record a DVC experiment push it back to origin (flows.stages.save_experiment)
+    # runs asked to record a DVC experiment push it back to origin (flows.bridge.stages.save_experiment)
     _git("config", WORKSPACE_MARK, "true", cwd=dest)
 
     cache = dvc_cache or (_local_dvc_cache(local_source) if local_source else None)

@@ -2,7 +2,7 @@
 
 Every backbone's ImageNet preprocessing is built INTO the model (``BackbonePreprocess``, keras
 ops only), so a saved model always takes raw RGB in [0, 255] and nobody has to remember which
-``preprocess_input`` goes with which network. Used by tasks/model.py; not a stage.
+``preprocess_input`` goes with which network. Used by tasks/model/build.py; not a stage.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def build_base(name: str, image_size: int, weights: str | None = None) -> keras.
     Args:
         name: a key of ``BACKBONES``.
         image_size: input side in pixels (>= the backbone's min_size).
-        weights: None or "imagenet" (the caller has checked the Keras cache, see tasks/weights.py).
+        weights: None or "imagenet" (the caller has checked the Keras cache, see tasks/model/weights.py).
     Returns:
         A functional model, input [B, S, S, 3] (preprocessed), output a feature map.
     """

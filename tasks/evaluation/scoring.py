@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks import shards
+from tasks.dataset import shards
 
 
 def index_sha256(shard_dir: Path) -> str:

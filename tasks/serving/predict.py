@@ -1,6 +1,6 @@
 """Predict labels for image files with a trained or published model.
 
-    python -m tasks.predict MODEL_REF IMAGE_OR_FOLDER... --out predictions.csv \
+    python -m tasks.serving.predict MODEL_REF IMAGE_OR_FOLDER... --out predictions.csv \
         [--store registry] [--model-name tagsmith] [--batch-size 64]
 
 MODEL_REF is a model folder (artifacts/models/full), a registry version folder (local path
@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from tasks import imageio, registry
+from tasks.dataset import imageio
+from tasks.registry import client as registry
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 CACHE_DIR = Path(".cache/registry")
@@ -93,7 +94,7 @@ def prepare(path: Path, size: int, resize: str, quality: int) -> np.ndarray:
     import tensorflow as tf
 
     jpeg = imageio.encode_jpeg(imageio.resize(imageio.open_rgb(path), size, resize), quality)
-    # Decoded by TensorFlow, as tasks/shards.py decodes the shards: same decoder, same pixels.
+    # Decoded by TensorFlow, as tasks/dataset/shards.py decodes the shards: same decoder, same pixels.
     return tf.io.decode_jpeg(jpeg, channels=3).numpy().astype(np.float32)
 
 
@@ -119,7 +120,7 @@ def predict(
     Returns:
         PredictSummary (failures list the files skipped and why).
     """
-    from tasks.model import load_model
+    from tasks.model.build import load_model
 
     model_dir = resolve_model(model_ref, store, model_name, Path(cache_dir))
     model, meta = load_model(model_dir)
@@ -158,9 +159,9 @@ def predict(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m tasks.predict``."""
+    """Entry point of ``python -m tasks.serving.predict``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    ap = argparse.ArgumentParser(prog="python -m tasks.predict", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m tasks.serving.predict", description=__doc__.split("\n")[0])
     ap.add_argument("model_ref")
     ap.add_argument("inputs", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, default=Path("predictions.csv"))

@@ -23,7 +23,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.config import IngestConfig
+from tasks.common.config import IngestConfig
 
 
 @dataclass(frozen=True)

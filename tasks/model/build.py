@@ -6,7 +6,7 @@ model takes raw images and needs no outside preprocessing. Layer names are fixed
 phases and warm starts find the parts by name.
 
 Shared by tasks/train.py (build, freeze/unfreeze, compile, save) and tasks/evaluate.py /
-tasks/predict.py (load_model). Not a stage.
+tasks/serving/predict.py (load_model). Not a stage.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import h5py
 import keras
 from keras import layers
 
-from tasks import losses  # noqa: F401  (registers the custom losses/metrics for loading)
-from tasks.backbones import BackbonePreprocess, get_backbone
+from tasks.model import losses  # noqa: F401  (registers the custom losses/metrics for loading)
+from tasks.model.backbones import BackbonePreprocess, get_backbone
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
@@ -33,7 +33,7 @@ def build_model(base: keras.Model, backbone: str, num_classes: int, *, dropout: 
     """Assemble the phase-1 model around a base: base frozen, called with training=False.
 
     Args:
-        base: headless base from tasks.backbones.build_base (named "base").
+        base: headless base from tasks.model.backbones.build_base (named "base").
         backbone: registry name (chooses the in-model preprocessing).
         num_classes: N, the width of the sigmoid head.
         dropout: dropout rate before the head.
@@ -47,7 +47,7 @@ def build_model(base: keras.Model, backbone: str, num_classes: int, *, dropout: 
     x = inputs
     if policy is not None:
         # Imported here so model-only code (tests, JAX) works without the data modules.
-        from tasks.augmentation import build_augmentation
+        from tasks.model.augmentation import build_augmentation
 
         x = build_augmentation(policy, seed=seed)(x)  # identity at inference
     x = BackbonePreprocess(get_backbone(backbone).preprocessing, name="preprocess")(x)
@@ -129,7 +129,7 @@ def compile_model(model: keras.Model, loss: keras.losses.Loss, optimizer: keras.
 def _register_layers() -> None:
     """Import the modules whose layers a saved model may contain (registers them)."""
     try:
-        import tasks.augmentation  # noqa: F401
+        import tasks.model.augmentation  # noqa: F401
     except ImportError:  # a model without an augmentation layer still loads
         pass
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from tasks.config import SECTIONS, ConfigError, parse_section
+from tasks.common.config import SECTIONS, ConfigError, parse_section
 
 # Flow parameter -> params.yaml key; what the Prefect UI's run form shows by name.
 FLOW_PARAMS: dict[str, str] = {

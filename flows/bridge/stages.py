@@ -9,7 +9,7 @@ Everything here is in-process DVC (its state database makes re-hashing unchanged
 cheap) or a ``dvc repro --single-item`` subprocess; TensorFlow is never imported, so a
 fully cached flow re-run stays close to the cost of a no-op ``dvc repro``.
 
-    python -m flows.stages            # print each stage's fingerprint and whether it is current
+    python -m flows.bridge.stages            # print each stage's fingerprint and whether it is current
 """
 
 from __future__ import annotations

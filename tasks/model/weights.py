@@ -6,7 +6,7 @@
 - a path: a tagsmith model folder or ``.keras`` file (warm start, see below), or a headless
   ``.h5`` / ``.weights.h5`` file of the base (keras.applications "notop" layout).
 - ``production``: warm start from the model the registry's alias points at
-  (tasks/registry.py ``resolve_model_dir``).
+  (tasks/registry/client.py ``resolve_model_dir``).
 - ``none``: random initialisation.
 
 A warm start copies the base; the head is copied only when the class list is the same, else
@@ -22,7 +22,7 @@ from pathlib import Path
 import keras
 from keras.src.backend.config import keras_home
 
-from tasks.backbones import build_base, get_backbone
+from tasks.model.backbones import build_base, get_backbone
 
 
 # S3 registry downloads for warm starts: outside every DVC out, gitignored like the checkpoints.
@@ -82,9 +82,9 @@ def warm_start_source(weights: str, registry: Registry) -> Path | None:
         return None
     if weights == "production":
         try:
-            from tasks.registry import resolve_model_dir
+            from tasks.registry.client import resolve_model_dir
         except ImportError as e:
-            raise WeightsError("weights: production needs tasks/registry.py") from e
+            raise WeightsError("weights: production needs tasks/registry/client.py") from e
         return Path(resolve_model_dir(registry.store, registry.model_name, registry.alias,
                                       cache_dir=REGISTRY_CACHE))
     path = Path(weights)
@@ -112,7 +112,7 @@ def apply_warm_start(model: keras.Model, source: Path, backbone: str, classes: l
         except Exception as e:
             raise WeightsError(f"{source}: does not fit the {backbone} base: {e}") from e
         return f"file:{source.name} (base)"
-    from tasks.model import METADATA_FILE, MODEL_FILE, _register_layers
+    from tasks.model.build import METADATA_FILE, MODEL_FILE, _register_layers
 
     folder = source if source.is_dir() else source.parent
     meta_path = folder / METADATA_FILE

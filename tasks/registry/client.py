@@ -1,4 +1,4 @@
-"""Versioned model registry on a store (local folder or S3; see tasks/stores.py).
+"""Versioned model registry on a store (local folder or S3; see tasks/registry/stores.py).
 
 Layout::
 
@@ -29,8 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tasks.config import PublishConfig
-from tasks.stores import RegistryError, S3Options, Store, file_sha256, open_store
+from tasks.common.config import PublishConfig
+from tasks.registry.stores import RegistryError, S3Options, Store, file_sha256, open_store
 
 MANIFEST = "MANIFEST.json"
 REQUIRED = ("model.keras", "metadata.json", "thresholds.json", "metrics.json", "model_card.md")

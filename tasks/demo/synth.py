@@ -1,6 +1,6 @@
 """Deterministic generator of a multi-label shapes dataset: the data a user would bring.
 
-Each image holds 1-4 of 20 shape classes (``tasks/synth_shapes.py``) at varied scale, rotation,
+Each image holds 1-4 of 20 shape classes (``tasks/demo/shapes.py``) at varied scale, rotation,
 position and colour, over gradient/noise backgrounds with thin lines and small blobs that are not
 classes. Class frequencies are long-tailed (Zipf priors) and a few pairs tend to co-occur.
 Output, in the study's format (what ``tasks.ingest`` reads)::
@@ -15,10 +15,10 @@ give byte-identical files on every run and with any number of workers. Slice ``v
 v1's images (same names, same bytes) and appends 50 % more with shifted class balance: the
 rare classes of v1 become the common ones.
 
-    python -m tasks.synth                                # demo: 3,000 images at 80 px -> data/
-    python -m tasks.synth --preset tiny --out /tmp/tiny  # 80 images at 48 px (tests)
-    python -m tasks.synth --preset study --workers 8     # 47,441 images at 256 px (15,516 test)
-    python -m tasks.synth --slice v2                     # demo v1 + 1,500 new images
+    python -m tasks.demo.synth                                # demo: 3,000 images at 80 px -> data/
+    python -m tasks.demo.synth --preset tiny --out /tmp/tiny  # 80 images at 48 px (tests)
+    python -m tasks.demo.synth --preset study --workers 8     # 47,441 images at 256 px (15,516 test)
+    python -m tasks.demo.synth --slice v2                     # demo v1 + 1,500 new images
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from tasks.synth_shapes import CLASSES, draw_shape
+from tasks.demo.shapes import CLASSES, draw_shape
 
 # count, stored size (px), test share. The study's 15,516 of 47,441 is reproduced exactly.
 PRESETS: dict[str, tuple[int, int, float]] = {
@@ -273,7 +273,7 @@ def generate(out: Path, preset: str = "demo", slice: str = "v1", seed: int = 0,
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI: ``python -m tasks.synth [--preset ...] [--slice ...] [--out data] ...``."""
+    """CLI: ``python -m tasks.demo.synth [--preset ...] [--slice ...] [--out data] ...``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     ap.add_argument("--slice", choices=sorted(SLICES), default="v1")

@@ -3,7 +3,7 @@
 Everything here runs inside the compiled train step on any Keras backend (TensorFlow, JAX).
 The model outputs probabilities (sigmoid head), so the losses take probabilities too and clip
 them away from 0 and 1 before the logs. Per-sample losses are the mean over classes, like
-``keras.losses.BinaryCrossentropy``. Used by tasks/model.py and tasks/train.py; not a stage.
+``keras.losses.BinaryCrossentropy``. Used by tasks/model/build.py and tasks/train.py; not a stage.
 """
 
 from __future__ import annotations

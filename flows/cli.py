@@ -18,7 +18,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+
+from tasks.common.config import BackboneName, LossName, ResizeMode, WeightsKind
+from tasks.common.errors import stage_main
 
 
 def _plain(obj: Any) -> Any:
@@ -41,8 +44,10 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     from flows.retrain import retrain
 
     overrides = parse_assignments(args.set or [])
-    chosen = {k: getattr(args, k) for k in ("backbone", "weights", "image_size", "epochs_frozen",
-                                            "epochs_full", "lr_frozen", "lr_full")}
+    chosen = {k: getattr(args, k) for k in ("backbone", "weights", "image_size", "resize", "epochs_frozen",
+                                            "epochs_full", "lr_frozen", "lr_full", "loss")}
+    if chosen["weights"] not in (None, *get_args(WeightsKind)):  # a weights file
+        overrides["train_frozen.weights"] = chosen.pop("weights")
     summary = retrain(**chosen, force_publish=True if args.force_publish else None,
                       refresh_cache=args.refresh_cache, experiment=args.experiment, params=overrides,
                       workspace=args.workspace)
@@ -108,13 +113,14 @@ def _cmd_registry(args: argparse.Namespace) -> int:
 
 
 def _publish_defaults() -> tuple[str, str]:
-    try:
-        from tasks.common.config import PublishConfig, load
+    """The registry of ./params.yaml; plain defaults only where there is no params.yaml
+    (a broken one is an error, never silently replaced by defaults)."""
+    from tasks.common.config import PARAMS_FILE, PublishConfig, load
 
-        cfg = load(PublishConfig)
-        return cfg.store, cfg.model_name
-    except Exception:  # no params.yaml here: plain defaults
+    if not PARAMS_FILE.exists():
         return "registry", "tagsmith"
+    cfg = load(PublishConfig)
+    return cfg.store, cfg.model_name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,30 +129,40 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("data", help="generate the embedded synthetic dataset into data/")
-    d.add_argument("--preset", default="demo", choices=["tiny", "demo", "study"])
-    d.add_argument("--slice", default="v1", choices=["v1", "v2"])
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    d.add_argument("--out", default="data")
+    d.add_argument("--preset", default="demo", choices=["tiny", "demo", "study"],
+                   help="tiny: 80 images (tests); demo: 3,000 (make demo); study: the study's 47,441 at 256 px")
+    d.add_argument("--slice", default="v1", choices=["v1", "v2"], help="v2 adds 1,500 new images to v1")
+    d.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
+    d.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="drawing processes")
+    d.add_argument("--out", default="data", help="output folder (default: data)")
     d.set_defaults(func=_cmd_data)
 
-    r = sub.add_parser("retrain", help="run the retraining flow (every dvc.yaml stage as a cached Prefect task)")
-    r.add_argument("--backbone")
-    r.add_argument("--weights")
-    r.add_argument("--image-size", type=int)
-    r.add_argument("--epochs-frozen", type=int)
-    r.add_argument("--epochs-full", type=int)
-    r.add_argument("--lr-frozen", type=float)
-    r.add_argument("--lr-full", type=float)
+    r = sub.add_parser("retrain", help="run the retraining flow (every dvc.yaml stage as a cached Prefect task)",
+                       description="Run the retraining flow. Each option is written into params.yaml for "
+                                   "this run (the key in brackets); unset options keep params.yaml's value.")
+    r.add_argument("--backbone", choices=get_args(BackboneName), help="base network [train_frozen.backbone]")
+    r.add_argument("--weights", metavar="{imagenet,none,production,FILE}",
+                   help="starting weights of the base: ImageNet, random, the production model, "
+                        "or a .keras/.weights.h5 file [train_frozen.weights]")
+    r.add_argument("--image-size", type=int, metavar="PX", help="input side in pixels [augment.image_size]")
+    r.add_argument("--resize", choices=get_args(ResizeMode),
+                   help="stretch to a square or pad to keep the aspect ratio [augment.resize]")
+    r.add_argument("--epochs-frozen", type=int, metavar="N", help="head-only epochs [train_frozen.epochs]")
+    r.add_argument("--epochs-full", type=int, metavar="N",
+                   help="fine-tuning epochs; 0 = frozen only [train_full.epochs]")
+    r.add_argument("--lr-frozen", type=float, metavar="LR", help="head-only learning rate [train_frozen.learning_rate]")
+    r.add_argument("--lr-full", type=float, metavar="LR", help="fine-tuning learning rate [train_full.learning_rate]")
+    r.add_argument("--loss", choices=get_args(LossName),
+                   help="training loss of both phases [train_frozen.loss, train_full.loss]")
     r.add_argument("--force-publish", action="store_true", help="publish even if the quality gate refuses")
     r.add_argument("--refresh-cache", action="store_true", help="ignore Prefect's cache; DVC decides")
     r.add_argument("--experiment", metavar="NAME", help="also save the run as DVC experiment NAME (dvc exp show)")
     r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="any params.yaml value")
-    r.add_argument("--workspace", default=".")
+    r.add_argument("--workspace", default=".", help="the repository checkout to run in (default: .)")
     r.set_defaults(func=_cmd_retrain)
 
     s = sub.add_parser("status", help="fingerprint of each stage and whether it is current")
-    s.add_argument("--workspace", default=".")
+    s.add_argument("--workspace", default=".", help="the repository checkout (default: .)")
     s.set_defaults(func=_cmd_status)
 
     rs = sub.add_parser("results-store", help="keep Prefect's results (the stage caches) in S3, shared by all workers")
@@ -158,35 +174,30 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="label images with a published or local model")
     pr.add_argument("--model", required=True, help="alias, version, model folder or s3:// URI")
     pr.add_argument("inputs", nargs="+", help="images or folders")
-    pr.add_argument("-o", "--output", default="predictions.csv")
-    pr.add_argument("--batch-size", type=int, default=64)
-    pr.add_argument("--store", default=store)
-    pr.add_argument("--model-name", default=model_name)
+    pr.add_argument("-o", "--output", default="predictions.csv", help="CSV of scores and labels")
+    pr.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    pr.add_argument("--store", default=store, help=f"registry: folder or s3:// URI (default from params.yaml: {store})")
+    pr.add_argument("--model-name", default=model_name, help=f"model name in the registry (default: {model_name})")
     pr.set_defaults(func=_cmd_predict)
 
     g = sub.add_parser("registry", help="list, show, promote, roll back or verify published versions")
-    g.add_argument("action", choices=["list", "show", "promote", "rollback", "verify"])
-    g.add_argument("version", nargs="?")
-    g.add_argument("--alias", default="production")
-    g.add_argument("--store", default=store)
-    g.add_argument("--model-name", default=model_name)
+    g.add_argument("action", choices=["list", "show", "promote", "rollback", "verify"],
+                   help="list versions; show, promote or verify VERSION; roll the alias back to its previous version")
+    g.add_argument("version", nargs="?", help="a version id (v-...) or an alias")
+    g.add_argument("--alias", default="production", help="the alias promote and rollback move (default: production)")
+    g.add_argument("--store", default=store, help=f"registry: folder or s3:// URI (default from params.yaml: {store})")
+    g.add_argument("--model-name", default=model_name, help=f"model name in the registry (default: {model_name})")
     g.set_defaults(func=_cmd_registry)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = stage_main("tagsmith", build_parser)  # reads params.yaml: a broken one is an error
+    args = parser.parse_args(argv)
     if getattr(args, "action", None) in ("show", "promote", "verify") and not args.version:
         sys.exit(f"tagsmith registry {args.action}: a VERSION is required")
-    try:
-        return int(args.func(args))
-    except Exception as e:  # one clear line for known failures; tracebacks for bugs
-        from tasks.common.config import ConfigError
-        from flows.deployment.results import ResultStorageError
-
-        if isinstance(e, (ConfigError, FileNotFoundError, ResultStorageError)):
-            sys.exit(f"tagsmith {args.command}: {e}")
-        raise
+    return int(stage_main(f"tagsmith {args.command}", lambda: args.func(args)))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.context import TaskRunContext  # noqa: E402
 
 from flows.bridge import report, stages  # noqa: E402
-from flows.bridge.overrides import FLOW_PARAMS, apply_overrides  # noqa: E402
+from flows.bridge.overrides import FLOW_PARAMS, apply_overrides, flow_overrides  # noqa: E402
+from tasks.common.config import BackboneName, LossName, ResizeMode, WeightsKind  # noqa: E402
 from flows.deployment import results  # noqa: E402
 
 STAGES = ["ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
@@ -99,13 +100,15 @@ def stage(root: Path, name: str, *, refresh: bool, remote: bool, force: bool = F
 
 @flow(name="retrain", log_prints=True, persist_result=True, result_serializer="json")
 def retrain(
-    backbone: str | None = None,
+    backbone: BackboneName | None = None,
     image_size: int | None = None,
+    resize: ResizeMode | None = None,
     epochs_frozen: int | None = None,
     epochs_full: int | None = None,
     lr_frozen: float | None = None,
     lr_full: float | None = None,
-    weights: str | None = None,
+    weights: WeightsKind | None = None,
+    loss: LossName | None = None,
     force_publish: bool | None = None,
     refresh_cache: bool = False,
     experiment: str | None = None,
@@ -115,13 +118,15 @@ def retrain(
     """Retrain, evaluate and publish a multi-label image classifier (the dvc.yaml pipeline).
 
     Args:
-        backbone: small_cnn, mobilenet_v3_small, efficientnet_v2_b0, convnext_tiny, resnet50_v2, vgg16 or inception_resnet_v2 (params.yaml: train_frozen.backbone).
+        backbone: the base network, pretrained on ImageNet or from scratch (params.yaml: train_frozen.backbone).
         image_size: input side in pixels (augment.image_size).
+        resize: stretch to a square, or pad to keep the aspect ratio (augment.resize).
         epochs_frozen: epochs with the base frozen, head only (train_frozen.epochs).
         epochs_full: epochs fine-tuning all layers (train_full.epochs).
         lr_frozen: learning rate of the head-only phase (train_frozen.learning_rate).
         lr_full: learning rate of the fine-tuning phase (train_full.learning_rate).
-        weights: imagenet, none, production (warm start from the published model) or a weights file path (train_frozen.weights).
+        weights: imagenet, none (random), or production (warm start from the published model); a weights file goes in params as {"train_frozen.weights": "path"} (train_frozen.weights).
+        loss: bce, asl (asymmetric loss) or weighted_bce, for both phases (train_frozen.loss, train_full.loss).
         force_publish: publish even if the quality gate refuses; recorded as forced (publish.force).
         refresh_cache: ignore Prefect's cache and re-check every stage with DVC.
         experiment: also record the run as a DVC experiment of this name (`dvc exp show` in the repository the deployment cloned).
@@ -131,7 +136,7 @@ def retrain(
     root = Path(workspace).resolve()
     if stages.pipeline(root) != STAGES:
         raise stages.StageError(f"dvc.yaml stages {stages.pipeline(root)} differ from the flow's {STAGES}")
-    chosen = {FLOW_PARAMS[k]: v for k, v in locals().items() if k in FLOW_PARAMS and v is not None}
+    chosen = flow_overrides({k: v for k, v in locals().items() if k in FLOW_PARAMS})
     changed = apply_overrides(root / "params.yaml", {**chosen, **(params or {})})
     results.check(get_run_logger().info)  # where stage caches live; unusable storage fails here
     stages.sync_data_source(root, log=get_run_logger().info)

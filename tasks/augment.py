@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tasks.common.config import AugmentConfig, ConfigError, IngestConfig, load
+from tasks.common.config import AugmentConfig, IngestConfig, load
+from tasks.common.errors import DataError, stage_main
+from tasks.common.files import write_json
 from tasks.dataset.imageio import ImageFault, encode_jpeg, open_rgb, resize, resolve_under
 
 # tasks.dataset.shards (TensorFlow), tasks.model.augmentation (Keras) and matplotlib are imported inside the
@@ -87,7 +89,7 @@ def read_manifest(dataset_dir: Path) -> tuple[list[dict[str, str]], list[str]]:
         reader = csv.DictReader(f)
         missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; have {reader.fieldnames}")
+            raise DataError(f"{path}: missing column(s) {missing}; have {reader.fieldnames}")
         rows = sorted(reader, key=lambda r: r["id"])
     classes = json.loads((dataset_dir / "classes.json").read_text())["classes"]
     return rows, list(classes)
@@ -181,9 +183,9 @@ def run(cfg: AugmentConfig, *, data_root: Path = Path("data"), dataset_dir: Path
         "skipped": summary.skipped,
     })
     policy = {key: getattr(cfg, key) for key in POLICY_DEFAULTS}
-    (out_dir / "policy.json").write_text(json.dumps(policy, sort_keys=True, indent=2) + "\n")
+    write_json(out_dir / "policy.json", policy)
     if not preview:
-        raise ValueError(f"{dataset_dir}/manifest.csv: no usable training image; nothing to train on")
+        raise DataError(f"{dataset_dir}/manifest.csv: no usable training image; nothing to train on")
     write_preview(preview, policy, cfg.preview_draws, out_dir / "preview.png")
     return summary
 
@@ -224,11 +226,11 @@ def write_preview(jpegs: list[bytes], policy: dict, draws: int, path: Path) -> N
 
 def main() -> None:
     """``python -m tasks.augment``: run with params.yaml and print the summary."""
-    try:
+    def body() -> Summary:
         ingest, cfg = load(IngestConfig), load(AugmentConfig)
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
-    summary = run(cfg, data_root=Path(ingest.root), max_pixels=ingest.max_pixels, max_side=ingest.max_side)
+        return run(cfg, data_root=Path(ingest.root), max_pixels=ingest.max_pixels, max_side=ingest.max_side)
+
+    summary = stage_main("augment", body)
     print(json.dumps({"counts": summary.counts, "skipped": len(summary.skipped)}, sort_keys=True, indent=2))
 
 

@@ -13,22 +13,23 @@ No timestamps or absolute paths: same inputs and params give the same bytes.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from tasks.common.config import ConfigError, EvaluateConfig, load
+from tasks.common import paths
+from tasks.common.config import EvaluateConfig, load
+from tasks.common.errors import DataError, stage_main
+from tasks.common.files import write_json
 from tasks.dataset import shards
 from tasks.evaluation import metrics, model_card, plots, scoring
 
-MODEL_DIR = Path("artifacts/models/full")
-SHARD_DIR = Path("artifacts/shards")
-OUT_DIR = Path("artifacts/eval")
+MODEL_DIR = paths.FULL_MODEL
+SHARD_DIR = paths.SHARDS
+OUT_DIR = paths.EVAL
 DIGITS = 6  # rounding of every number written; float noise below it is not a change
 
 
@@ -46,10 +47,6 @@ def _r(v: float) -> float | None:
     return None if math.isnan(v) else round(float(v), DIGITS)
 
 
-def _write_json(path: Path, obj: object) -> None:
-    path.write_text(json.dumps(obj, sort_keys=True, indent=2) + "\n")
-
-
 def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -59,7 +56,7 @@ def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
 
 def write_thresholds(path: Path, classes: list[str], thr: np.ndarray, tuned: list[bool], default: float) -> None:
     """thresholds.json: {"classes", "thresholds", "tuned", "default_threshold", "rule"}."""
-    _write_json(path, {
+    write_json(path, {
         "classes": classes,
         "thresholds": [round(float(t), DIGITS) for t in thr],
         "tuned": tuned,
@@ -90,11 +87,11 @@ def run(
     classes: list[str] = list(meta["classes"])
     index = shards.read_index(Path(shard_dir))
     if list(index["classes"]) != classes:
-        raise ValueError(f"{model_dir}: model classes differ from {shard_dir}/index.json classes")
+        raise DataError(f"{model_dir}: model classes differ from {shard_dir}/index.json classes")
     _, y_val, s_val = scoring.score_split(model, shard_dir, "val", cfg.batch_size)
     ids, y_test, s_test = scoring.score_split(model, shard_dir, "test", cfg.batch_size)
     if len(ids) == 0:
-        raise ValueError(f"{shard_dir}: the test split is empty; nothing to evaluate")
+        raise DataError(f"{shard_dir}: the test split is empty; nothing to evaluate")
     # Tune on the scores as written to predictions.csv, so anyone can recompute from the file.
     s_val, s_test = s_val.round(DIGITS), s_test.round(DIGITS)
 
@@ -109,7 +106,7 @@ def run(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     flat = {k: (v if isinstance(v, int) else _r(v)) for k, v in sorted(summary.items())}
-    _write_json(out_dir / "metrics.json", flat)
+    write_json(out_dir / "metrics.json", flat)
     write_thresholds(out_dir / "thresholds.json", classes, thr, tuned, cfg.default_threshold)
     cols = ["class", "support", "predicted", "ap", "threshold", "threshold_tuned", "precision", "recall", "f1"]
     _write_csv(out_dir / "per_class.csv", cols, [
@@ -139,11 +136,7 @@ def run(
 def main() -> None:
     """Entry point of ``python -m tasks.evaluate``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        cfg = load(EvaluateConfig)
-        s = run(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"evaluate: error: {e}")
+    s = stage_main("evaluate", lambda: run(load(EvaluateConfig)))
     m = s.metrics
     print(f"evaluate: test n={m['n_images']} mAP={m['map']:.4f} P@1={m['p_at_1']:.4f} "
           f"micro-F1={m['micro_f1']:.4f} macro-F1={m['macro_f1']:.4f} -> {s.out_dir}")

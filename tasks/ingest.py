@@ -13,7 +13,6 @@ the quarantine can be inspected. Outputs are byte-deterministic.
 from __future__ import annotations
 
 import csv
-import json
 import multiprocessing
 import os
 import posixpath
@@ -26,17 +25,20 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tasks.common.config import ConfigError, IngestConfig, load
+from tasks.common import paths
+from tasks.common.config import IngestConfig, load
+from tasks.common.errors import DataError, stage_main
+from tasks.common.files import write_json
 from tasks.dataset.imageio import ImageFault, probe, resolve_under
 from tasks.dataset.sources import SourceError, SourceRow, join_rel, read_source
 from tasks.dataset.splits import assign_splits, plot_cooccurrence, split_stats
 
-OUT_DIR = Path("artifacts/dataset")
+OUT_DIR = paths.DATASET
 # Dropped by an explicit policy the user chose, listed in quarantine but not counted as faults.
 POLICY_REASONS = frozenset({"no_mapped_category"})
 
 
-class IngestError(RuntimeError):
+class IngestError(DataError):
     """The run produced its outputs but must fail (too much quarantined, nothing kept)."""
 
 
@@ -156,8 +158,8 @@ def _write(out_dir: Path, classes: list[str], ids: list[str], kept: list, split:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["row", "file", "reason", "detail"])
         w.writerows(quarantine)
-    (out_dir / "classes.json").write_text(json.dumps({"classes": classes}, indent=2, sort_keys=True) + "\n")
-    (out_dir / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    write_json(out_dir / "classes.json", {"classes": classes})
+    write_json(out_dir / "stats.json", stats)
 
 
 def run(cfg: IngestConfig, out_dir: Path = OUT_DIR) -> Summary:
@@ -239,10 +241,7 @@ def run(cfg: IngestConfig, out_dir: Path = OUT_DIR) -> Summary:
 def main() -> None:
     """Entry point of ``python -m tasks.ingest``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        s = run(load(IngestConfig))
-    except (ConfigError, SourceError, IngestError) as e:
-        sys.exit(f"ingest: error: {e}")
+    s = stage_main("ingest", lambda: run(load(IngestConfig)))
     print(f"ingest: {s.rows_read} rows read, {s.kept} kept, {s.quarantined} quarantined "
           f"{s.by_reason}; splits {s.split_counts} -> {s.out_dir}", file=sys.stderr)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +23,15 @@ from typing import Any
 from tasks.evaluation import gate, metrics, scoring
 from tasks.registry import client as registry
 from tasks.dataset import shards
-from tasks.common.config import ConfigError, PublishConfig, load
+from tasks.common import paths
+from tasks.common.config import PublishConfig, load
+from tasks.common.errors import stage_main
+from tasks.common.files import write_json
 
-MODEL_DIR = Path("artifacts/models/full")
-SHARD_DIR = Path("artifacts/shards")
-EVAL_DIR = Path("artifacts/eval")
-OUT_DIR = Path("artifacts/publish")
+MODEL_DIR = paths.FULL_MODEL
+SHARD_DIR = paths.SHARDS
+EVAL_DIR = paths.EVAL
+OUT_DIR = paths.PUBLISH
 EVAL_FILES = ("thresholds.json", "metrics.json", "model_card.md")
 
 
@@ -70,7 +72,7 @@ def stage_files(model_dir: Path, eval_dir: Path, shard_dir: Path, dest: Path) ->
     meta = json.loads((model_dir / "metadata.json").read_text())
     meta["thresholds"] = json.loads((eval_dir / "thresholds.json").read_text())
     meta["preprocess"] = preprocess_info(meta, shards.read_index(shard_dir))
-    (dest / "metadata.json").write_text(json.dumps(meta, sort_keys=True, indent=2) + "\n")
+    write_json(dest / "metadata.json", meta)
 
 
 def baseline_metrics(version_dir: Path, shard_dir: Path, batch_size: int) -> tuple[dict | None, str]:
@@ -146,7 +148,7 @@ def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "receipt.json").write_text(json.dumps(receipt, sort_keys=True, indent=2) + "\n")
+    write_json(out_dir / "receipt.json", receipt)
     (out_dir / "gate.md").write_text(gate.render_report(decision, outcome, version, cfg.alias, candidate, baseline))
     return PublishSummary(outcome, version, receipt)
 
@@ -154,10 +156,7 @@ def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD
 def main() -> None:
     """Entry point of ``python -m tasks.publish``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        s = run(load(PublishConfig))
-    except (ConfigError, FileNotFoundError, registry.RegistryError) as e:
-        sys.exit(f"publish: error: {e}")
+    s = stage_main("publish", lambda: run(load(PublishConfig)))
     g = s.receipt["gate"]
     if s.outcome == "rejected":
         print(f"publish: gate REJECTED {s.version}: {g['reason']}")

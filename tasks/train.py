@@ -30,16 +30,19 @@ import keras  # noqa: E402
 import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from tasks.common import paths  # noqa: E402
+from tasks.common.config import TrainFrozenConfig, TrainFullConfig, load  # noqa: E402
+from tasks.common.errors import DataError, stage_main  # noqa: E402
+from tasks.common.files import sha256_file, write_json  # noqa: E402
 from tasks.model import build as M  # noqa: E402
 from tasks.model.backbones import get_backbone  # noqa: E402
-from tasks.common.config import TrainFrozenConfig, TrainFullConfig, load  # noqa: E402
 from tasks.model.losses import make_loss, positive_weights  # noqa: E402
 from tasks.dataset.shards import make_dataset, read_index  # noqa: E402
 from tasks.model.train_loop import fit_epochs  # noqa: E402
 from tasks.model.weights import Registry, apply_warm_start, build_base_with_weights, warm_start_source  # noqa: E402
 
-SHARDS = Path("artifacts/shards")
-MODELS = Path("artifacts/models")
+SHARDS = paths.SHARDS
+MODELS = paths.MODELS
 CHECKPOINTS = Path(".tagsmith/checkpoints")
 
 
@@ -51,10 +54,6 @@ class TrainSummary:
     best_epoch: int
     best_val_map: float | None
     resumed_at: int
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def data_fingerprint(shard_dir: Path, index: dict) -> str:
@@ -148,12 +147,12 @@ def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path
     gpu = setup_device(cfg.seed, cfg.deterministic)
     index = read_index(shard_dir)
     classes, size = list(index["classes"]), int(index["image_size"])
-    data_sha = _sha256(Path(shard_dir) / "index.json")
+    data_sha = sha256_file(Path(shard_dir) / "index.json")
     out_dir = Path(models_dir) / phase
     frozen_dir = Path(models_dir) / "frozen"
     data = {"shards_index_sha256": data_sha, "shards_sha256": data_fingerprint(shard_dir, index)}
     key = {"phase": phase, "params": cfg.model_dump(), "data": data,
-           "frozen": _sha256(frozen_dir / M.MODEL_FILE) if phase == "full" else None}
+           "frozen": sha256_file(frozen_dir / M.MODEL_FILE) if phase == "full" else None}
     ckpt_dir = Path(checkpoints) / phase / hashlib.sha256(
         json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -181,7 +180,7 @@ def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path
             assert isinstance(cfg, TrainFullConfig)
             model, frozen_meta = M.load_model(frozen_dir)
             if frozen_meta["classes"] != classes or frozen_meta["image_size"] != size:
-                raise ValueError(f"{frozen_dir}: trained on other classes/image size than {shard_dir}")
+                raise DataError(f"{frozen_dir}: trained on other classes/image size than {shard_dir}")
             train_bn = cfg.batchnorm == "train" or (
                 cfg.batchnorm == "auto" and frozen_meta["weights"] == "none")
             model = M.unfreeze(model, cfg.unfreeze_from, train_batchnorm=train_bn)
@@ -231,7 +230,7 @@ def frozen_only(frozen_dir: Path, out_dir: Path) -> TrainSummary:
         shutil.copyfile(frozen_dir / name, out_dir / name)
     meta = json.loads((frozen_dir / "metadata.json").read_text())
     meta.update(phase="full", frozen_only=True, frozen_params=meta["params"])
-    (out_dir / "metadata.json").write_text(json.dumps(meta, sort_keys=True, indent=2) + "\n")
+    write_json(out_dir / "metadata.json", meta)
     return TrainSummary("full", str(out_dir), 0, int(meta.get("best_epoch") or 0), None, 0)
 
 
@@ -240,8 +239,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or argv[0] not in ("frozen", "full"):
         sys.exit("usage: python -m tasks.train frozen|full")
-    cfg = load(TrainFrozenConfig if argv[0] == "frozen" else TrainFullConfig)
-    summary = run(argv[0], cfg, verbose=1 if sys.stdout.isatty() else 2)
+    phase = argv[0]
+    summary = stage_main(f"train_{phase}", lambda: run(
+        phase, load(TrainFrozenConfig if phase == "frozen" else TrainFullConfig),
+        verbose=1 if sys.stdout.isatty() else 2))
     print(json.dumps(summary.__dict__, sort_keys=True, indent=2))
 
 

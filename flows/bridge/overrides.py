@@ -16,17 +16,25 @@ from ruamel.yaml import YAML
 
 from tasks.common.config import SECTIONS, ConfigError, parse_section
 
-# Flow parameter -> params.yaml key; what the Prefect UI's run form shows by name.
-FLOW_PARAMS: dict[str, str] = {
-    "backbone": "train_frozen.backbone",
-    "weights": "train_frozen.weights",
-    "image_size": "augment.image_size",
-    "epochs_frozen": "train_frozen.epochs",
-    "epochs_full": "train_full.epochs",
-    "lr_frozen": "train_frozen.learning_rate",
-    "lr_full": "train_full.learning_rate",
-    "force_publish": "publish.force",
+# Flow parameter -> the params.yaml keys it sets; what the Prefect UI's run form shows by name.
+FLOW_PARAMS: dict[str, tuple[str, ...]] = {
+    "backbone": ("train_frozen.backbone",),
+    "weights": ("train_frozen.weights",),
+    "image_size": ("augment.image_size",),
+    "resize": ("augment.resize",),
+    "epochs_frozen": ("train_frozen.epochs",),
+    "epochs_full": ("train_full.epochs",),
+    "lr_frozen": ("train_frozen.learning_rate",),
+    "lr_full": ("train_full.learning_rate",),
+    "loss": ("train_frozen.loss", "train_full.loss"),
+    "force_publish": ("publish.force",),
 }
+
+
+def flow_overrides(chosen: dict[str, Any]) -> dict[str, Any]:
+    """``{"section.key": value}`` for the flow parameters that were given (not None)."""
+    return {key: value for name, value in chosen.items() if value is not None
+            for key in FLOW_PARAMS[name]}
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:

@@ -11,13 +11,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tasks.common import paths
+
 ARTIFACTS = {
-    "metrics": Path("artifacts/eval/metrics.json"),
-    "per_class": Path("artifacts/eval/per_class.csv"),
-    "model_card": Path("artifacts/eval/model_card.md"),
-    "receipt": Path("artifacts/publish/receipt.json"),
-    "model": Path("artifacts/models/full"),
-    "eval": Path("artifacts/eval"),
+    "metrics": paths.EVAL / "metrics.json",
+    "per_class": paths.EVAL / "per_class.csv",
+    "model_card": paths.EVAL / "model_card.md",
+    "receipt": paths.PUBLISH / "receipt.json",
+    "model": paths.FULL_MODEL,
+    "eval": paths.EVAL,
 }
 HEADLINE = ["p_at_1", "map", "micro_f1", "macro_f1", "subset_accuracy", "hamming_loss"]
 
@@ -34,7 +36,7 @@ def metrics_table(metrics: dict[str, Any]) -> str:
 
 
 def history_rows(root: Path, phase: str) -> list[dict[str, str]]:
-    path = root / "artifacts/models" / phase / "history.csv"
+    path = root / paths.model_dir(phase) / "history.csv"
     if not path.exists():
         return []
     with path.open() as fh:

@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 import yaml
 
+from tasks.common.errors import TagsmithError
+
 DATA_SOURCE = "data.dvc"  # the raw dataset, tracked by `dvc add data`
 
 # What `dvc repro --single-item` printed decides what happened to the stage.
@@ -39,7 +41,7 @@ _HINTS = re.compile(r"^(To track the changes with git, run:|To enable auto stagi
                     r"\s+dvc config core\.autostage|Use `dvc push` to send your updates)")
 
 
-class StageError(RuntimeError):
+class StageError(TagsmithError, RuntimeError):
     """A stage failed or the pipeline definition is not what the flow expects."""
 
 
@@ -82,6 +84,11 @@ def _repo(root: Path):  # type: ignore[no-untyped-def]
     return Repo(os.fspath(root))
 
 
+def _target(root: Path, name: str) -> str:
+    """``name`` as a DVC target in ``root``'s dvc.yaml (DVC resolves a bare name against the cwd)."""
+    return f"{Path(root).resolve() / 'dvc.yaml'}:{name}"
+
+
 def _stage_hash(stage: Any, name: str) -> str:
     from dvc.stage.cache import _can_hash, _get_stage_hash
 
@@ -95,13 +102,13 @@ def _stage_hash(stage: Any, name: str) -> str:
 def fingerprint(root: Path, name: str) -> str:
     """DVC's run-cache key of ``name`` for the workspace as it is now (deps hashed on disk)."""
     with _repo(root) as repo, repo.lock:
-        return _stage_hash(repo.stage.collect(name)[0], name)
+        return _stage_hash(repo.stage.collect(_target(root, name))[0], name)
 
 
 def inspect(root: Path, name: str) -> tuple[str, bool]:
     """``(fingerprint(root, name), is_current(root, name))``, opening the repository once."""
     with _repo(root) as repo, repo.lock:
-        stage = repo.stage.collect(name)[0]
+        stage = repo.stage.collect(_target(root, name))[0]
         current = not stage.changed()
         return _stage_hash(stage, name), current
 
@@ -109,7 +116,7 @@ def inspect(root: Path, name: str) -> tuple[str, bool]:
 def is_current(root: Path, name: str) -> bool:
     """True when ``dvc status`` would call ``name`` up to date (deps, params, cmd and outs)."""
     with _repo(root) as repo, repo.lock:
-        stage = repo.stage.collect(name)[0]
+        stage = repo.stage.collect(_target(root, name))[0]
         return not stage.changed()
 
 

@@ -22,12 +22,14 @@ import uuid
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from tasks.common.errors import TagsmithError
+
 BLOCK_TYPE = "s3-bucket"
 DEFAULT_NAME = "tagsmith-results"
 SETTING = "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"
 
 
-class ResultStorageError(RuntimeError):
+class ResultStorageError(TagsmithError, RuntimeError):
     """The configured result storage cannot be used; the message says which and why."""
 
 

@@ -21,7 +21,18 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tasks.common.errors import TagsmithError
+
 PARAMS_FILE = Path("params.yaml")
+
+LossName = Literal["bce", "asl", "weighted_bce"]
+# The backbones tasks/model/backbones.py builds (a test keeps the two lists equal): a Literal, so
+# a typo fails at validation and the Prefect run form offers a list instead of free text.
+BackboneName = Literal["small_cnn", "mobilenet_v3_small", "efficientnet_v2_b0", "convnext_tiny",
+                       "resnet50_v2", "vgg16", "inception_resnet_v2"]
+# train_frozen.weights is one of these kinds or a path to a .keras / .weights.h5 file.
+WeightsKind = Literal["imagenet", "none", "production"]
+ResizeMode = Literal["stretch", "pad"]
 
 
 class Section(BaseModel):
@@ -55,7 +66,7 @@ class IngestConfig(Section):
 
 class AugmentConfig(Section):
     image_size: int = Field(256, ge=32)  # the study: 256x256
-    resize: Literal["stretch", "pad"] = "stretch"
+    resize: ResizeMode = "stretch"
     jpeg_quality: int = Field(95, ge=50, le=100)
     shard_mb: int = Field(150, ge=1)  # TFRecord shards of roughly this many MB
     workers: int = Field(2, ge=1)
@@ -72,11 +83,10 @@ class AugmentConfig(Section):
     preview_draws: int = Field(5, ge=1)
 
 
-LossName = Literal["bce", "asl", "weighted_bce"]
 
 
 class TrainFrozenConfig(Section):
-    backbone: str = "inception_resnet_v2"
+    backbone: BackboneName = "inception_resnet_v2"
     weights: str = "imagenet"  # imagenet | none | production | path to a .keras/.weights.h5 file
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     epochs: int = Field(20, ge=1)
@@ -139,7 +149,7 @@ SECTIONS: dict[str, type[Section]] = {
 S = TypeVar("S", bound=Section)
 
 
-class ConfigError(ValueError):
+class ConfigError(TagsmithError, ValueError):
     """A params file that does not validate; the message names file, section and key."""
 
 

@@ -11,7 +11,6 @@ Library only; no command line.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -22,6 +21,9 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from tasks.common.errors import DataError
+from tasks.common.files import sha256_bytes
+
 # Signatures of formats Pillow could read: a file that starts like one but does not open is a
 # broken image ("undecodable"); anything else is a non-image with an image name ("not_an_image").
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
@@ -29,7 +31,7 @@ _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a fault, never half an image
 
 
-class ImageFault(Exception):
+class ImageFault(DataError):
     """An image that cannot be used.
 
     Args:
@@ -193,7 +195,7 @@ def probe(job: tuple[str, int, int]) -> tuple[str | None, str, str]:
     except ImageFault as e:
         return e.reason, e.message, ""
     with open(path, "rb") as f:
-        return None, "", hashlib.sha256(f.read()).hexdigest()
+        return None, "", sha256_bytes(f.read())
 
 
 def resize(img: Image.Image, size: int, method: Literal["stretch", "pad"]) -> Image.Image:

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tasks.common.files import write_json
+
 INDEX_FILE = "index.json"
 MB = 1_000_000  # shard_mb is in decimal megabytes
 DEFAULT_SHUFFLE_BUFFER = 2048  # records (JPEG bytes, ~10-30 kB at 256 px): a few tens of MB
@@ -96,7 +98,7 @@ def write_index(shard_dir: Path, index: dict) -> Path:
         The path written.
     """
     path = Path(shard_dir) / INDEX_FILE
-    path.write_text(json.dumps(index, sort_keys=True, indent=2) + "\n")
+    write_json(path, index)
     return path
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.common.config import IngestConfig
+from tasks.common.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Source:
     rows: list[SourceRow]
 
 
-class SourceError(ValueError):
+class SourceError(DataError):
     """The source as a whole is unusable (missing file, broken JSON); names the file."""
 
 

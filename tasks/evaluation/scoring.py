@@ -6,17 +6,17 @@ Library only; no command line.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
+from tasks.common.files import sha256_file
 from tasks.dataset import shards
 
 
 def index_sha256(shard_dir: Path) -> str:
     """sha256 of the shards' index.json: the data version a model was evaluated on."""
-    return hashlib.sha256((Path(shard_dir) / "index.json").read_bytes()).hexdigest()
+    return sha256_file(Path(shard_dir) / "index.json")
 
 
 def split_count(shard_dir: Path, split: str) -> int:

@@ -21,6 +21,7 @@ import h5py
 import keras
 from keras import layers
 
+from tasks.common.files import write_json
 from tasks.model import losses  # noqa: F401  (registers the custom losses/metrics for loading)
 from tasks.model.backbones import BackbonePreprocess, get_backbone
 
@@ -191,7 +192,7 @@ def save_model(model: keras.Model, model_dir: Path, metadata: dict[str, Any]) ->
             dst.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data,
                          compress_type=zipfile.ZIP_DEFLATED)
     tmp.unlink()
-    (model_dir / METADATA_FILE).write_text(json.dumps(metadata, sort_keys=True, indent=2) + "\n")
+    write_json(model_dir / METADATA_FILE, metadata)
 
 
 def load_model(model_dir: Path) -> tuple[keras.Model, dict[str, Any]]:

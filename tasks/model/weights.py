@@ -22,6 +22,8 @@ from pathlib import Path
 import keras
 from keras.src.backend.config import keras_home
 
+from tasks.common.errors import TagsmithError
+
 from tasks.model.backbones import build_base, get_backbone
 
 
@@ -29,7 +31,7 @@ from tasks.model.backbones import build_base, get_backbone
 REGISTRY_CACHE = Path(".tagsmith/registry-cache")
 
 
-class WeightsError(RuntimeError):
+class WeightsError(TagsmithError, RuntimeError):
     """Starting weights that cannot be found or do not fit the model."""
 
 

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks.common.config import PublishConfig
-from tasks.registry.stores import RegistryError, S3Options, Store, file_sha256, open_store
+from tasks.common.files import sha256_file
+from tasks.registry.stores import RegistryError, S3Options, Store, open_store
 
 MANIFEST = "MANIFEST.json"
 REQUIRED = ("model.keras", "metadata.json", "thresholds.json", "metrics.json", "model_card.md")
@@ -67,7 +68,7 @@ def build_manifest(files_dir: Path) -> dict[str, Any]:
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
         if p.is_file() and rel != MANIFEST:
-            files[rel] = {"sha256": file_sha256(p), "size": p.stat().st_size}
+            files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
     return {"files": files}
 
 
@@ -270,7 +271,7 @@ def show(store: Store, model: str, ref: str) -> dict[str, Any]:
 
 
 def _local_matches(folder: Path, manifest: dict[str, Any]) -> bool:
-    return all((folder / rel).is_file() and file_sha256(folder / rel) == w["sha256"]
+    return all((folder / rel).is_file() and sha256_file(folder / rel) == w["sha256"]
                for rel, w in manifest["files"].items())
 
 

@@ -26,20 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.common.errors import TagsmithError
+from tasks.common.files import sha256_file
+
 CHUNK = 1 << 20
 
 
-class RegistryError(RuntimeError):
+class RegistryError(TagsmithError, RuntimeError):
     """A store operation that failed; the message names the store URI, the key and the cause."""
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -85,7 +79,7 @@ class LocalStore:
     def put_file(self, local: Path, key: str, sha256: str) -> None:
         def write(tmp: Path) -> None:
             shutil.copyfile(local, tmp)
-            if file_sha256(tmp) != sha256:
+            if sha256_file(tmp) != sha256:
                 raise RegistryError(f"{self.uri(key)}: stored copy does not match sha256 {sha256}")
         self._atomic(key, write)
 
@@ -108,7 +102,7 @@ class LocalStore:
 
     def sha256(self, key: str) -> str | None:
         p = self._path(key)
-        return file_sha256(p) if p.is_file() else None
+        return sha256_file(p) if p.is_file() else None
 
     def size(self, key: str) -> int | None:
         p = self._path(key)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from tasks.common.errors import DataError, stage_main
 from tasks.dataset import imageio
 from tasks.registry import client as registry
 
@@ -81,7 +82,7 @@ def _thresholds(model_dir: Path, meta: dict[str, Any], n: int) -> tuple[np.ndarr
     if thr is None:
         return np.full(n, 0.5), "default 0.5 (no tuned thresholds found)"
     if list(thr["classes"]) != list(meta["classes"]):
-        raise ValueError(f"{model_dir}: thresholds classes differ from the model's")
+        raise DataError(f"{model_dir}: thresholds classes differ from the model's")
     return np.asarray(thr["thresholds"], dtype=np.float64), source
 
 
@@ -169,10 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model-name", default="tagsmith")
     ap.add_argument("--batch-size", type=int, default=64)
     a = ap.parse_args(argv)
-    try:
-        s = predict(a.model_ref, a.inputs, a.out, a.batch_size, a.store, a.model_name)
-    except (FileNotFoundError, ValueError, registry.RegistryError) as e:
-        sys.exit(f"predict: error: {e}")
+    s = stage_main("predict", lambda: predict(a.model_ref, a.inputs, a.out, a.batch_size, a.store, a.model_name))
     for file, reason in s.failures:
         print(f"predict: skipped {file}: {reason}", file=sys.stderr)
     print(f"predict: {s.n_predicted}/{s.n_inputs} images -> {s.out_csv} (thresholds: {s.thresholds_source})")

@@ -9,6 +9,7 @@ import yaml
 
 from flows.bridge import stages
 from flows.retrain import STAGES
+from tasks.common import paths
 
 PROJECT = Path(__file__).resolve().parents[2]
 SPEC = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
@@ -56,6 +57,12 @@ def test_every_stage_lists_the_code_it_imports():
         needed = {f for f in tasks_imported_by(module) if f.name != "__init__.py" or f.stat().st_size}
         missing = sorted(str(f.relative_to(PROJECT)) for f in needed if not covered(f, spec["deps"]))
         assert not missing, f"dvc.yaml stage '{name}' runs code it does not list as deps: {missing}"
+
+
+def test_artifact_layout_matches_dvc_yaml():
+    outs = {next(iter(o)) if isinstance(o, dict) else o for spec in SPEC.values() for o in spec.get("outs", [])}
+    assert {str(p) for p in (paths.DATASET, paths.SHARDS, paths.model_dir("frozen"), paths.FULL_MODEL,
+                             paths.EVAL, paths.PUBLISH)} <= outs
 
 
 def test_no_stage_writes_under_data():

@@ -34,3 +34,12 @@ def test_backbone_below_its_min_size_is_refused():
 def test_unknown_backbone_lists_the_known_ones():
     with pytest.raises(ValueError, match="known: .*small_cnn"):
         build_base("resnet9000", 64)
+
+
+def test_config_lists_exactly_the_backbones_built():
+    from typing import get_args
+
+    from tasks.common.config import BackboneName
+    from tasks.model.backbones import BACKBONES
+
+    assert sorted(get_args(BackboneName)) == sorted(BACKBONES)

@@ -1,0 +1,67 @@
+"""The run form guides: parameters with a fixed set of values are choices, in the Prefect UI's
+form (the flow's parameter schema) and in `tagsmith retrain --help`."""
+
+from __future__ import annotations
+
+import json
+from typing import get_args
+
+import pytest
+from prefect.utilities.callables import parameter_schema
+
+from flows.bridge.overrides import FLOW_PARAMS, flow_overrides
+from flows.cli import build_parser
+from flows.retrain import retrain
+from tasks.common.config import BackboneName, LossName, ResizeMode, WeightsKind
+
+CHOICES = {"backbone": BackboneName, "weights": WeightsKind, "loss": LossName, "resize": ResizeMode}
+
+
+def _enum(prop: dict) -> list[str]:
+    for option in prop.get("anyOf", [prop]):
+        if "enum" in option:
+            return option["enum"]
+        if "$ref" in option:
+            return []
+    return []
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    return json.loads(json.dumps(parameter_schema(retrain.fn).model_dump_for_openapi()))
+
+
+@pytest.mark.parametrize("name", sorted(CHOICES))
+def test_flow_form_offers_a_list(schema, name):
+    prop = schema["properties"][name]
+    definitions = schema.get("definitions", {})
+    refs = [o["$ref"].split("/")[-1] for o in prop.get("anyOf", []) if "$ref" in o]
+    values = _enum(prop) or [v for ref in refs for v in definitions[ref].get("enum", [])]
+    assert sorted(values) == sorted(get_args(CHOICES[name]))
+    assert prop.get("description"), f"{name}: the form shows no description"
+
+
+def test_every_flow_parameter_has_a_description(schema):
+    missing = [k for k, v in schema["properties"].items() if not v.get("description")]
+    assert not missing
+
+
+def test_flow_parameters_map_to_params_keys():
+    assert flow_overrides({"loss": "asl", "backbone": None}) == {"train_frozen.loss": "asl", "train_full.loss": "asl"}
+    assert set(FLOW_PARAMS) <= set(parameter_schema(retrain.fn).properties)
+
+
+@pytest.mark.parametrize("name", sorted(CHOICES))
+def test_cli_lists_the_same_choices(name, capsys):
+    retrain_parser = build_parser()._subparsers._group_actions[0].choices["retrain"]
+    action = next(a for a in retrain_parser._actions if a.dest == name)
+    assert action.help
+    shown = action.choices or action.metavar.strip("{}").split(",")
+    assert set(get_args(CHOICES[name])) <= set(shown)
+
+
+def test_every_cli_option_says_what_it_does():
+    parser = build_parser()
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        silent = [a.dest for a in sub._actions if a.dest != "help" and not a.help]
+        assert not silent, f"tagsmith {name}: options without help: {silent}"

@@ -22,6 +22,7 @@ from typing import Any, get_args
 
 from tasks.common.config import BackboneName, LossName, ResizeMode, WeightsKind
 from tasks.common.errors import stage_main
+from tasks.common.noise import quiet_stderr
 
 
 def _plain(obj: Any) -> Any:
@@ -197,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "action", None) in ("show", "promote", "verify") and not args.version:
         sys.exit(f"tagsmith registry {args.action}: a VERSION is required")
-    return int(stage_main(f"tagsmith {args.command}", lambda: args.func(args)))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read when TensorFlow is first imported
+    with quiet_stderr():
+        return int(stage_main(f"tagsmith {args.command}", lambda: args.func(args)))
 
 
 if __name__ == "__main__":

@@ -143,7 +143,6 @@ def run(cfg: AugmentConfig, *, data_root: Path = Path("data"), dataset_dir: Path
     Returns:
         Counts per split, shard names and the skipped images.
     """
-    from tasks.model.augmentation import POLICY_DEFAULTS
     from tasks.dataset.shards import write_index, write_split
 
     manifest, classes = read_manifest(Path(dataset_dir))
@@ -182,7 +181,7 @@ def run(cfg: AugmentConfig, *, data_root: Path = Path("data"), dataset_dir: Path
         "splits": {s: {"count": summary.counts[s], "files": summary.files[s]} for s in SPLITS},
         "skipped": summary.skipped,
     })
-    policy = {key: getattr(cfg, key) for key in POLICY_DEFAULTS}
+    policy = cfg.of()
     write_json(out_dir / "policy.json", policy)
     if not preview:
         raise DataError(f"{dataset_dir}/manifest.csv: no usable training image; nothing to train on")

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import yaml
 
 from tasks.common.errors import TagsmithError
+from tasks.common.noise import is_noise
 
 DATA_SOURCE = "data.dvc"  # the raw dataset, tracked by `dvc add data`
 
@@ -159,7 +160,7 @@ def dvc(root: Path, *args: str, log: Callable[[str], None] = print) -> list[str]
         line = line.split("\r")[-1]
         if line.strip():
             lines.append(line)
-            if not _HINTS.match(line):
+            if not _HINTS.match(line) and not is_noise(line):
                 log(line)
     if proc.wait() != 0:
         tail = "\n".join(lines[-15:])

@@ -64,21 +64,44 @@ class IngestConfig(Section):
     workers: int = Field(2, ge=1)  # processes decoding/hashing images (ingest is I/O + decode bound)
 
 
-class AugmentConfig(Section):
+class AugmentPolicy(Section):
+    """The augmentation policy: runs inside the model (on the device), off at inference.
+
+    The one description of it: params.yaml's augment section, policy.json and the Keras layer
+    (tasks/model/augmentation.py) all hold exactly these fields. Defaults: the study's policy.
+    """
+
+    rotation: float = Field(20.0, ge=0.0, le=180.0)  # degrees, +-
+    translate: float = Field(0.2, ge=0.0, le=1.0)  # share of width/height, +-
+    zoom: float = Field(0.0, ge=0.0, lt=1.0)  # +- share (isotropic)
+    hflip: bool = True
+    vflip: bool = True
+    fill_mode: Literal["reflect", "nearest", "constant", "wrap"] = "nearest"  # constant: black
+    brightness: float = Field(0.0, ge=0.0, le=1.0)  # +- share of 255, added
+    contrast: float = Field(0.0, ge=0.0, le=1.0)  # +- share, scales around each image's mean
+
+    @classmethod
+    def only(cls, values: dict[str, Any]) -> AugmentPolicy:
+        """A policy doing only the transforms ``values`` names (every other one off); unknown
+        keys are an error, since a typo would otherwise silently switch a transform off."""
+        off = {"rotation": 0.0, "translate": 0.0, "zoom": 0.0, "hflip": False, "vflip": False,
+               "brightness": 0.0, "contrast": 0.0}
+        try:
+            return cls.model_validate({**off, **values})
+        except ValidationError as e:
+            raise ConfigError(f"augmentation policy: {e}") from None
+
+    def of(self) -> dict[str, Any]:
+        """The policy alone (policy.json's content), without any other fields of a subclass."""
+        return {key: getattr(self, key) for key in AugmentPolicy.model_fields}
+
+
+class AugmentConfig(AugmentPolicy):
     image_size: int = Field(256, ge=32)  # the study: 256x256
     resize: ResizeMode = "stretch"
     jpeg_quality: int = Field(95, ge=50, le=100)
     shard_mb: int = Field(150, ge=1)  # TFRecord shards of roughly this many MB
     workers: int = Field(2, ge=1)
-    # The augmentation policy: runs inside the model (on the device), off at inference.
-    rotation: float = Field(20.0, ge=0.0, le=180.0)  # degrees, +-
-    translate: float = Field(0.2, ge=0.0, le=1.0)  # share of width/height, +-
-    zoom: float = Field(0.0, ge=0.0, lt=1.0)  # +- share
-    hflip: bool = True
-    vflip: bool = True
-    fill_mode: Literal["reflect", "nearest", "constant", "wrap"] = "nearest"
-    brightness: float = Field(0.0, ge=0.0, le=1.0)  # +- share of 255
-    contrast: float = Field(0.0, ge=0.0, le=1.0)  # +- share
     preview_images: int = Field(4, ge=1)
     preview_draws: int = Field(5, ge=1)
 

@@ -19,18 +19,7 @@ from typing import Any
 import keras
 from keras import ops
 
-# The policy fields (the same names as in params.yaml's `augment` section and policy.json).
-POLICY_DEFAULTS: dict[str, Any] = {
-    "rotation": 0.0,  # degrees, +-
-    "translate": 0.0,  # share of width/height, +-
-    "zoom": 0.0,  # +- share (isotropic)
-    "hflip": False,
-    "vflip": False,
-    "fill_mode": "nearest",  # reflect | nearest | constant (black) | wrap
-    "brightness": 0.0,  # +- share of 255, added
-    "contrast": 0.0,  # +- share, scales around each image's per-channel mean
-}
-FILL_MODES = ("reflect", "nearest", "constant", "wrap")
+from tasks.common.config import AugmentPolicy
 
 
 @keras.saving.register_keras_serializable(package="tagsmith")
@@ -44,35 +33,19 @@ class FusedAffineAugment(keras.layers.Layer):
     around the identity, so the inverse has the same distribution as the forward policy.
 
     Args:
-        rotation, translate, zoom, hflip, vflip, fill_mode, brightness, contrast: the policy
-            (see ``POLICY_DEFAULTS``).
         seed: seed of the layer's ``SeedGenerator``; None draws one at random.
-        **kwargs: ``keras.layers.Layer`` arguments (name, dtype, ...).
+        **kwargs: the policy's fields (``tasks.common.config.AugmentPolicy``; a transform not
+            named is off) and ``keras.layers.Layer`` arguments (name, dtype, ...).
     """
 
-    def __init__(
-        self,
-        rotation: float = 0.0,
-        translate: float = 0.0,
-        zoom: float = 0.0,
-        hflip: bool = False,
-        vflip: bool = False,
-        fill_mode: str = "nearest",
-        brightness: float = 0.0,
-        contrast: float = 0.0,
-        seed: int | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, seed: int | None = None, **kwargs: Any) -> None:
+        fields = {k: kwargs.pop(k) for k in list(kwargs) if k in AugmentPolicy.model_fields}
+        policy = AugmentPolicy.only(fields)
         super().__init__(**kwargs)
-        if fill_mode not in FILL_MODES:
-            raise ValueError(f"augmentation policy: fill_mode {fill_mode!r} not in {FILL_MODES}")
-        for key, value, hi in (("rotation", rotation, 180.0), ("translate", translate, 1.0), ("zoom", zoom, 0.999),
-                               ("brightness", brightness, 1.0), ("contrast", contrast, 1.0)):
-            if not 0.0 <= float(value) <= hi:
-                raise ValueError(f"augmentation policy: {key}={value} outside [0, {hi}]")
-        self.rotation, self.translate, self.zoom = float(rotation), float(translate), float(zoom)
-        self.hflip, self.vflip, self.fill_mode = bool(hflip), bool(vflip), fill_mode
-        self.brightness, self.contrast = float(brightness), float(contrast)
+        self.policy = policy
+        self.rotation, self.translate, self.zoom = policy.rotation, policy.translate, policy.zoom
+        self.hflip, self.vflip, self.fill_mode = policy.hflip, policy.vflip, policy.fill_mode
+        self.brightness, self.contrast = policy.brightness, policy.contrast
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -142,23 +115,21 @@ class FusedAffineAugment(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update({key: getattr(self, key) for key in POLICY_DEFAULTS})
+        config.update(self.policy.of())
         config["seed"] = self.seed
         return config
 
 
-def build_augmentation(policy: dict, seed: int | None = None) -> keras.layers.Layer:
+def build_augmentation(policy: dict | AugmentPolicy, seed: int | None = None) -> keras.layers.Layer:
     """Build the in-model augmentation layer from a policy (``policy.json``'s content).
 
     Args:
-        policy: any of the ``POLICY_DEFAULTS`` keys; missing ones are off. Unknown keys are
-            an error (a typo would otherwise silently switch a transform off).
+        policy: an ``AugmentPolicy`` or a dict of its fields; a transform not named is off.
+            Unknown keys are an error (a typo would otherwise silently switch a transform off).
         seed: seed for the random draws; None draws one at random.
 
     Returns:
         A ``FusedAffineAugment`` layer: float 0..255 ``[B,H,W,3]`` in and out.
     """
-    unknown = sorted(set(policy) - set(POLICY_DEFAULTS))
-    if unknown:
-        raise ValueError(f"augmentation policy: unknown key(s) {unknown}; known: {sorted(POLICY_DEFAULTS)}")
-    return FusedAffineAugment(**{**POLICY_DEFAULTS, **policy}, seed=seed, name="augmentation")
+    values = policy.of() if isinstance(policy, AugmentPolicy) else dict(policy)
+    return FusedAffineAugment(**AugmentPolicy.only(values).of(), seed=seed, name="augmentation")

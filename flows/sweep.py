@@ -20,7 +20,6 @@ import csv
 import io
 import itertools
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Literal
@@ -33,7 +32,7 @@ from prefect.runtime import flow_run as this_run  # noqa: E402
 Mode = Literal["frozen", "frozen+full"]
 MODES: tuple[Mode, ...] = ("frozen", "frozen+full")
 # "Frozen only" = no fine-tuning epochs: train_full then hands on the frozen model unchanged and
-# evaluate scores the frozen model. (Needs retrain to accept epochs_full=0; see infra/README.md.)
+# evaluate scores the frozen model.
 FROZEN_ONLY: dict[str, Any] = {"epochs_full": 0}
 # Sweep runs are experiments: they publish into a registry inside their own workspace, never
 # into the shared one, so no sweep cell can become `production` by passing the gate.
@@ -99,14 +98,6 @@ async def run_bounded(cells: list[Cell], launch: Callable[[Cell], Awaitable[dict
     return rows
 
 
-def parse_metrics_markdown(text: str) -> dict[str, float]:
-    """Numbers from the ``| metric | value |`` table of retrain's "metrics" artifact."""
-    out: dict[str, float] = {}
-    for key, value in re.findall(r"^\|\s*([a-z0-9_]+)\s*\|\s*([-+0-9.eE]+)\s*\|\s*$", text, flags=re.M):
-        out[key] = float(value)
-    return out
-
-
 def comparison(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Tables 2 and 3 as one: a row per (backbone, lr, size), P@1 and mAP per mode."""
     table: dict[tuple[str, float, int], dict[str, Any]] = {}
@@ -142,20 +133,10 @@ def to_csv(table: list[dict[str, Any]]) -> str:
 
 
 async def _child_metrics(flow_run: Any) -> dict[str, float]:
-    """The child's test metrics: its return value if persisted, else its "metrics" artifact."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
-
-    try:
-        summary = await flow_run.state.aresult(raise_on_failure=False)
-        if isinstance(summary, dict) and summary.get("metrics"):
-            return {k: float(v) for k, v in summary["metrics"].items() if isinstance(v, (int, float))}
-    except Exception:  # result not persisted (retrain's default): fall back to the artifact
-        pass
-    async with get_client() as client:
-        found = await client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["metrics"]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
-    return parse_metrics_markdown(str(found[0].data)) if found else {}
+    """The child's test metrics, from its persisted JSON result (retrain's return value)."""
+    summary = await flow_run.state.aresult(raise_on_failure=False)
+    metrics = summary.get("metrics") if isinstance(summary, dict) else None
+    return {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
 
 
 @flow(name="sweep", log_prints=True)

@@ -4,7 +4,10 @@
 the worker calls it in a directory of the flow run's own (the process worker makes a temporary
 one per run; a container starts in its own filesystem), it clones the deployed commit there and
 makes the DVC-tracked data present, and Prefect then runs the flow in that clone, so the
-flow's ``workspace="."`` is it. Concurrent runs never share a working tree.
+flow's ``workspace="."`` is it. Concurrent runs never share a working tree. Prefect's own
+``git_clone`` step composes with it (run it first, then ``prepare_workspace`` with no
+repository) where its credential blocks are wanted; the default keeps clone, commit pin, data
+checkout and shared folders in one step that either yields a complete workspace or one error.
 
     python -m flows.deployment.deploy render infra/pools/k8s-gpu.json gpu_count=2 'node_selector={"gpu": "a100"}'
         # print the job configuration a worker of that pool would submit, rendered by Prefect

@@ -11,6 +11,8 @@ retry modes with backoff on throttling/5xx/connection errors, and SHA-256 checks
 every upload (S3 verifies each part on arrival); afterwards the object's full-object
 checksum is compared, or, for multipart objects whose checksum is composite, the object is
 re-read and hashed. The endpoint is ``S3Options.endpoint_url``, else ``AWS_ENDPOINT_URL``.
+Not fsspec/s3fs: the registry needs S3's own checksums and conditional writes per request,
+which boto3 exposes directly and s3fs does not.
 
 Library only; no command line.
 """

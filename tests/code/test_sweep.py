@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from flows.sweep import (GRIDS, Cell, child_parameters, comparison, expand, parse_metrics_markdown,
+from flows.sweep import (GRIDS, Cell, child_parameters, comparison, expand, _child_metrics,
                          run_bounded, to_csv)
 
 
@@ -59,6 +59,12 @@ def test_comparison_has_a_row_per_backbone_and_p1_map_per_mode():
     assert to_csv(table).splitlines()[0] == "backbone,learning_rate,image_size,P@1 frozen,P@1 frozen+full,mAP frozen,mAP frozen+full"
 
 
-def test_metrics_come_back_from_retrains_markdown_artifact():
-    text = "## Test metrics\n\n| metric | value |\n|---|---|\n| p_at_1 | 0.8125 |\n| map | 0.6033 |\n| n_test | 14 |\n"
-    assert parse_metrics_markdown(text) == {"p_at_1": 0.8125, "map": 0.6033, "n_test": 14.0}
+def test_metrics_come_back_from_retrains_json_result():
+    class State:
+        async def aresult(self, raise_on_failure: bool = True):
+            return {"metrics": {"p_at_1": 0.8125, "map": 0.6033, "n_test": 14, "model": "x"}, "stages": []}
+
+    class Run:
+        state = State()
+
+    assert asyncio.run(_child_metrics(Run())) == {"p_at_1": 0.8125, "map": 0.6033, "n_test": 14.0}

@@ -129,10 +129,7 @@ def compile_model(model: keras.Model, loss: keras.losses.Loss, optimizer: keras.
 
 def _register_layers() -> None:
     """Import the modules whose layers a saved model may contain (registers them)."""
-    try:
-        import tasks.model.augmentation  # noqa: F401
-    except ImportError:  # a model without an augmentation layer still loads
-        pass
+    import tasks.model.augmentation  # noqa: F401
 
 
 def _renumber_shared_ids(config: Any, ids: dict[int, int]) -> Any:

@@ -86,8 +86,10 @@ def _repo(root: Path):  # type: ignore[no-untyped-def]
 
 
 def _target(root: Path, name: str) -> str:
-    """``name`` as a DVC target in ``root``'s dvc.yaml (DVC resolves a bare name against the cwd)."""
-    return f"{Path(root).resolve() / 'dvc.yaml'}:{name}"
+    """``name`` (a dvc.yaml stage, or a ``.dvc`` file) as a DVC target inside ``root``: DVC
+    resolves a bare name against the current directory, which need not be ``root``."""
+    root = Path(root).resolve()
+    return str(root / name) if name.endswith(".dvc") else f"{root / 'dvc.yaml'}:{name}"
 
 
 def _stage_hash(stage: Any, name: str) -> str:

@@ -75,3 +75,12 @@ def test_fingerprint_follows_a_param(tiny_repo, tmp_path):
         (tiny_repo / "params.yaml").write_text("make:\n  times: 3\n")
     assert stages.fingerprint(tiny_repo, "make") == before
     assert os.path.exists(tiny_repo / "out.txt")
+
+
+def test_stages_resolve_against_the_workspace_not_the_cwd(tiny_repo, tmp_path, monkeypatch):
+    (tiny_repo / "extra.txt").write_text("x\n")
+    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "extra.txt"], cwd=tiny_repo,
+                   env=stages.dvc_env(), check=True)
+    monkeypatch.chdir(tmp_path)  # elsewhere: a bare name would be looked up here
+    assert stages.is_current(tiny_repo, "make")
+    assert stages.is_current(tiny_repo, "extra.txt.dvc")

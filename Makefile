@@ -66,6 +66,10 @@ bench: setup
 bench-summary: setup
 	$(RUN) python -m benchmarks.summary
 
+# The wheels benchmarks/gpu_jax.py needs on the GPU machine (Keras and what it imports), into .whl/.
+gpu-wheels: setup
+	PIP_PYTHON="$(shell command -v $(PYTHON))" $(RUN) python -m benchmarks.gpu_wheels
+
 # Local operations: a Prefect server on 127.0.0.1, a process pool, the deployments of
 # infra/prefect.yaml and a worker; `make down` stops exactly what `make up` started.
 up: setup

@@ -109,11 +109,15 @@ def write_result(name: str, command: str, params: dict[str, Any], results: dict[
                  ratios: dict[str, Any], targets: list[dict[str, Any]], notes: list[str],
                  machine_info: dict[str, Any], started: float, out_dir: Path = RESULTS,
                  measured: harness.Measured | dict[str, harness.Measured] | None = None,
-                 extra: dict[str, Any] | None = None) -> Path:
-    """Write ``<out_dir>/<name>.json`` (sorted keys) and return its path."""
+                 extra: dict[str, Any] | None = None, prov: dict[str, Any] | None = None) -> Path:
+    """Write ``<out_dir>/<name>.json`` (sorted keys) and return its path.
+
+    ``prov`` replaces this checkout's provenance (``run_provenance()``) where the code ran from
+    a copy without ``.git`` whose commit was recorded when it was sent (benchmarks/gpu_jax.py).
+    """
     machine_info = {**machine_info, "loadavg_at_end": harness.loadavg()}
     block, reps = method(measured)
-    report = {"name": name, "command": command, "provenance": run_provenance(), "machine": machine_info,
+    report = {"name": name, "command": command, "provenance": prov or run_provenance(), "machine": machine_info,
               "versions": versions(), "params": params, "method": block, "repetitions": reps,
               "results": results, "ratios": ratios, "targets": targets, "notes": notes,
               "wall_s": round(time.perf_counter() - started, 1), **(extra or {})}

@@ -6,7 +6,8 @@ On the GPU machine (Python 3.12 with JAX + CUDA, no TensorFlow/Keras, no network
     pip install --no-index --no-deps --target /tmp/site .whl/*.whl && \\
       PYTHONPATH=/tmp/site:. KERAS_BACKEND=jax python benchmarks/gpu_jax.py --out "$OUT"
 
-Then copy ``gpu_jax.json`` into benchmarks/results and run ``python -m benchmarks.summary``.
+(``.whl/`` is git-ignored: a copy of the tree sent there must carry it.) Then copy
+``gpu_jax.json`` into benchmarks/results and run ``python -m benchmarks.summary``.
 The smallest run (``--backbones small_cnn --image-size 32 --batch 8 --steps 2 --device cpu``)
 is what tests/code/test_gpu_jax.py runs on a CPU.
 
@@ -50,6 +51,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--device", default="gpu", choices=["gpu", "cpu"])
     ap.add_argument("--out", type=Path, default=PROJECT / "benchmarks" / "results")
     ap.add_argument("--max-foreign-load", type=float, default=None)
+    ap.add_argument("--allow-dirty", action="store_true", help="write into benchmarks/results from a dirty tree")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.reps < 1 or args.batch < 1:
         ap.error("--steps, --reps and --batch must be positive")
@@ -96,6 +98,9 @@ def measure(backbone: str, args: argparse.Namespace):
     class Batches(keras.utils.PyDataset):
         """The same device-resident batch, ``steps`` times: no host input in the timing."""
 
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False)
+
         def __len__(self):
             return args.steps
 
@@ -123,6 +128,12 @@ def run(argv: list[str] | None = None) -> Path:
 
     from benchmarks import common, harness
 
+    from benchmarks.run import refusal
+
+    prov, source = _provenance(common)
+    why = refusal(args.out, prov, args.allow_dirty, args.reps, ["gpu_jax"])
+    if why:
+        raise SystemExit(f"refusing to write results: {why}")
     keras.mixed_precision.set_global_policy(args.precision)
     started, info = time.perf_counter(), common.machine()
     info["jax_devices"] = [f"{d.platform}:{getattr(d, 'device_kind', '?')}" for d in jax.devices()]
@@ -146,7 +157,6 @@ def run(argv: list[str] | None = None) -> Path:
              f"reference: NVIDIA's ResNet-50 v1.5 on one A100, AMP+XLA, TensorFlow, batch 256: about "
              f"{NVIDIA_A100_RESNET50:,.0f} images/s (a ratio, not a target: other model variant, framework and GPU)",
              *(f"{b}: {n:,} parameters" for b, n in params.items())]
-    prov, source = _provenance(common)
     return common.write_result(
         "gpu_jax", "python benchmarks/gpu_jax.py " + " ".join(sys.argv[1:] if argv is None else argv),
         {"backbones": backbones, "image_size": args.image_size, "batch_size": args.batch, "steps": args.steps,

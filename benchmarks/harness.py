@@ -3,10 +3,10 @@
 * Variants run interleaved, once per repetition, the order rotating each repetition, so a
   load spike hits every variant and no variant always goes first (cold caches).
 * Each repetition records the 1/5/15-min load average at its start and end, and the *foreign
-  load*: the cores' worth of CPU that other processes used while it ran (system-wide busy
-  CPU time minus this process tree's, over the wall time; steal time counts as foreign). The
-  load average cannot judge a repetition by itself: it counts the benchmark's own threads, so
-  a 2-thread benchmark on a quiet 2-core machine drives it to 2.
+  load*: the cores' worth of CPU that other processes used while it ran (busy CPU time of the
+  cores this process may use, minus this process tree's, over the wall time; steal time
+  counts as foreign). The load average cannot judge a repetition by itself: it counts the
+  benchmark's own threads, so a 2-thread benchmark on a quiet 2-core machine drives it to 2.
 * A repetition whose foreign load exceeds the limit (``max_foreign_load``, default a quarter
   of the cores; ``--max-foreign-load`` / ``TAGSMITH_BENCH_MAX_FOREIGN_LOAD``) is kept in the
   file but excluded from every judged figure; the summary says how many were.
@@ -60,13 +60,22 @@ def _own_cpu_s() -> float:
 
 
 def _busy_cpu_s() -> float | None:
-    """System-wide busy CPU seconds (all cores; steal included), or None where unknown."""
+    """Busy CPU seconds of the cores this process may use (steal included), or None where unknown.
+
+    Only those cores: on a machine where this process is pinned to some, work on the others
+    does not compete with it.
+    """
     try:
         import psutil
     except ImportError:
         return None
-    t = psutil.cpu_times()
-    return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+    per_cpu = psutil.cpu_times(percpu=True)
+    try:
+        mine = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        mine = range(len(per_cpu))
+    return sum(getattr(per_cpu[i], f, 0.0) for i in mine if i < len(per_cpu)
+               for f in ("user", "nice", "system", "irq", "softirq", "steal"))
 
 
 class Probe:

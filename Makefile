@@ -21,8 +21,10 @@ $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet --disable-pip-version-check "uv==0.13.9"
 
+# --compile-bytecode: every stage and flow run is a fresh process; without .pyc files (uv writes
+# none by default) each one compiles Prefect's and DVC's sources again where bytecode cannot be written.
 .venv/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	touch $@
 
 setup: .venv/.synced

@@ -147,6 +147,12 @@ def test_run_refuses_committed_results_from_a_dirty_tree_or_too_few_repetitions(
     assert run.refusal(common.RESULTS, clean, False, 1, ["accuracy"]) is None  # deterministic
 
 
+def test_unknown_benchmark_name_is_an_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        run.main(["speed"])
+    assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
 def test_make_bench_refuses_a_dirty_tree_before_measuring(monkeypatch, capsys):
     monkeypatch.setattr(common, "run_provenance", lambda: {"commit": "a" * 40, "dirty": True, "dirty_paths": ["f"]})
     monkeypatch.delenv("TAGSMITH_ALLOW_DIRTY", raising=False)

@@ -17,18 +17,22 @@ Every variant reads the train split of a synthetic study-preset set at 256 px, i
   the parallelism fixed at the usable cores (not AUTOTUNE), order not kept.
 
 Diagnostics (no target): ``diag_decode_1_thread`` is the ceiling's pipeline with one decode
-thread (what "one core's worth" of decoding is here), ``diag_augment_only`` the augmentation
-layer alone on one in-memory batch.
+thread (what "one core's worth" of decoding is here), ``diag_decode_autotune`` the same with
+AUTOTUNE everywhere (the old ceiling, see below), ``diag_augment_only`` the augmentation layer
+alone on one in-memory batch.
 
 Why passes are repeated and threads fixed: earlier runs read 914 images per measurement
 (0.3 s at ~2,900 images/s) and split into two modes, ~1,440 and ~2,900 images/s, exactly
-one core's worth apart. A measurement that short is dominated by tf.data's start-up
-(AUTOTUNE ramps parallelism up while it runs), and with 2 cores any other process taking
-one core halves it; the file did not record which. Now every measurement reads ``PASSES``
-epochs through one iterator (as a real epoch of 27,000 images would run), TensorFlow's
-inter-/intra-op pools and the ceiling's parallelism are set to the usable cores, and every
-repetition records the foreign load, so a slow repetition can be told apart from a slow
-pipeline (``diag_decode_1_thread`` shows what one core gives).
+one core's worth apart. A measurement that short is dominated by tf.data's start-up and its
+autotuner: AUTOTUNE starts each parallel stage at min(16, pool size) = 2 threads here, then
+shares a CPU budget of 2 cores between the autotuned stages (the parallel reads and the
+decode map) from timings of the first milliseconds, so a whole pass can run with one decode
+thread; another process taking a core has a similar effect. The file recorded neither the
+threads nor the foreign load, so which it was cannot be told from it. Now every measurement
+reads ``PASSES`` epochs through one iterator (as a real epoch of 27,000 images runs), the
+TensorFlow pools and the ceiling's parallelism are set to the usable cores, every repetition
+records its foreign load, and ``diag_decode_autotune`` beside the fixed ceiling shows
+whether AUTOTUNE alone is bimodal.
 """
 
 from __future__ import annotations
@@ -134,7 +138,7 @@ def tf_variants(shards: Path, cores: int) -> dict:
         ds = (tf.data.TFRecordDataset(files, num_parallel_reads=parallel).repeat(PASSES)
               .map(lambda r: tf.io.decode_jpeg(tf.io.parse_single_example(r, spec)["image"], channels=3),
                    num_parallel_calls=parallel, deterministic=False)
-              .batch(BATCH).prefetch(2))
+              .batch(BATCH).prefetch(2 if parallel != tf.data.AUTOTUNE else tf.data.AUTOTUNE))
         return _rate(ds)
 
     held = next(iter(make_dataset(shards, "train", BATCH, shuffle=False, seed=0)))[0]
@@ -147,6 +151,7 @@ def tf_variants(shards: Path, cores: int) -> dict:
 
     return {"ours_gpu_input": lambda: ours(False), "ours_cpu_path": lambda: ours(True),
             "decode_ceiling": lambda: decode(cores), "diag_decode_1_thread": lambda: decode(1),
+            "diag_decode_autotune": lambda: decode(tf.data.AUTOTUNE),
             "diag_augment_only": augment_only}
 
 

@@ -15,14 +15,16 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # Every stage is a fresh Python process: let it reuse compiled bytecode.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup data demo demo-s3 s3-down test bench up down
+.PHONY: setup data demo demo-s3 s3-down test bench bench-summary gpu-wheels up down
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet --disable-pip-version-check "uv==0.13.9"
 
+# --compile-bytecode: every stage and flow run is a fresh process; without .pyc files (uv writes
+# none by default) each one compiles Prefect's and DVC's sources again where bytecode cannot be written.
 .venv/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	touch $@
 
 setup: .venv/.synced
@@ -57,8 +59,18 @@ s3-down:
 test: setup
 	$(RUN) pytest
 
+# Results go to benchmarks/results only from a clean tree: `make bench ALLOW_DIRTY=1` overrides
+# (the files then say so). BENCH picks benchmarks and options, e.g. BENCH="input --reps 5".
 bench: setup
-	$(RUN) python -m benchmarks.run
+	$(RUN) python -m benchmarks.run $(if $(ALLOW_DIRTY),--allow-dirty) $(BENCH)
+
+# SUMMARY.md and the README's benchmark table, regenerated from the result files.
+bench-summary: setup
+	$(RUN) python -m benchmarks.summary
+
+# The wheels benchmarks/gpu_jax.py needs on the GPU machine (Keras and what it imports), into .whl/.
+gpu-wheels: setup
+	PIP_PYTHON="$(shell command -v $(PYTHON))" $(RUN) python -m benchmarks.gpu_wheels
 
 # Local operations: a Prefect server on 127.0.0.1, a process pool, the deployments of
 # infra/prefect.yaml and a worker; `make down` stops exactly what `make up` started.

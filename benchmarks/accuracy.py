@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import common
+from benchmarks import common, harness
 
 METRICS = ["map", "p_at_1", "micro_f1", "macro_f1", "subset_accuracy"]
 EVAL_FROZEN = ("from pathlib import Path; from tasks.common.config import EvaluateConfig, load; from tasks.evaluate import run; "
@@ -98,7 +98,7 @@ def run(scale: float = 1.0, reps: int = 1, out_dir: Path = common.RESULTS, comma
             table.append(f"| {b} | {'frozen only' if phase == 'frozen' else 'frozen then full'} | {m['epochs_run']} | "
                          + " | ".join(f"{m[k]:.3f}" if m[k] is not None else "—" for k in METRICS)
                          + f" | {r['times'][f'train_{phase}_s']} |")
-            results[f"{b}/{phase}/map"] = common.summarize([m["map"] or 0.0], "mAP")
+            results[f"{b}/{phase}/map"] = harness.summarize([m["map"] or 0.0], "mAP")
         ratios[f"{b}/map_gain_full_over_frozen"] = round((r["full"]["map"] or 0) - (r["frozen"]["map"] or 0), 4)
     notes = [f"dataset: {data if smoke else 'the embedded demo set (data/, tasks.demo.synth --preset demo)'}; "
              "weights: none (offline), so the frozen phase trains a head on a random base",

@@ -1,41 +1,29 @@
-"""Throughput of the fused augmentation layer vs the stacked Keras random layers it replaces.
+"""Augmentation: the fused augmentation layer against the stacked Keras random layers it replaces.
 
-    python benchmarks/augmentation_speed.py [--size 256 --batch 64 --reps 10 --warmup 3]
+    python -m benchmarks.run augmentation [--reps 10]
 
 Both pipelines apply the study's policy (rotation +-20 deg, shifts of 20 %, horizontal and
-vertical flips, fill "nearest") to the same random batch, each call wrapped in ``tf.function``
-as it is inside ``model.fit``. Writes ``benchmarks/results/augmentation_speed.json``: machine,
-versions, command, every repetition and the median images/s. Timings on a shared machine vary;
-the load average at start is recorded with them.
+vertical flips, fill "nearest") to the same random batch of 64 x 256 x 256 x 3 floats, each
+call wrapped in ``tf.function`` as it is inside ``model.fit``. One measurement is ``CALLS``
+calls (after untimed warm-up calls); the two variants run interleaved through the harness.
+No target: the figure says what fusing the resamples buys (the stacked layers resample twice).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import statistics
-import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import cpu_model  # noqa: E402
-from tasks.model.augmentation import build_augmentation  # noqa: E402
+from benchmarks import common, harness
 
 POLICY = {"rotation": 20.0, "translate": 0.2, "hflip": True, "vflip": True, "fill_mode": "nearest"}
-OUT = Path(__file__).resolve().parent / "results" / "augmentation_speed.json"
+SIZE, BATCH, CALLS, WARMUP = 256, 64, 4, 3
 
 
-def stacked() -> keras.Sequential:
+def stacked():
     """The pre-fusion pipeline: three layers, two resamples (rotation, translation)."""
+    import keras
+
     return keras.Sequential([
         keras.layers.RandomRotation(POLICY["rotation"] / 360.0, fill_mode="nearest", seed=1),
         keras.layers.RandomTranslation(POLICY["translate"], POLICY["translate"], fill_mode="nearest", seed=2),
@@ -43,56 +31,43 @@ def stacked() -> keras.Sequential:
     ])
 
 
-def measure(layers: dict, batch: np.ndarray, reps: int, warmup: int) -> dict[str, list[float]]:
-    """Images per second of ``reps`` timed calls per layer (after ``warmup`` untimed ones).
+def variants(size: int, batch: int, calls: int):
+    """name -> a function timing ``calls`` calls of that pipeline (images/s)."""
+    import numpy as np
+    import tensorflow as tf
 
-    The layers take turns within each repetition, so a load spike on the shared machine
-    hits both rather than whichever happened to run then.
-    """
-    fns = {name: tf.function(lambda x, layer=layer: layer(x, training=True)) for name, layer in layers.items()}
-    x = tf.constant(batch)
+    from tasks.model.augmentation import build_augmentation
+
+    x = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype("float32"))
+    layers = {"fused": build_augmentation(POLICY, seed=1), "stacked": stacked()}
+    fns = {name: tf.function(lambda t, layer=layer: layer(t, training=True)) for name, layer in layers.items()}
     for fn in fns.values():
-        for _ in range(warmup):
+        for _ in range(WARMUP):
             fn(x).numpy()
-    out: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            start = time.perf_counter()
+
+    def timed(fn) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
             fn(x).numpy()  # .numpy() waits for the result
-            out[name].append(len(batch) / (time.perf_counter() - start))
-    return out
+        return calls * batch / (time.perf_counter() - start)
+
+    return {name: (lambda fn=fn: timed(fn)) for name, fn in fns.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--reps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
-    batch = np.random.default_rng(0).uniform(0, 255, (args.batch, args.size, args.size, 3)).astype("float32")
-    load = os.getloadavg()
-    timings = measure({"fused": build_augmentation(POLICY, seed=1), "stacked": stacked()}, batch, args.reps, args.warmup)
-    results = {}
-    for name, reps in timings.items():
-        results[name] = {"images_per_s": [round(r, 2) for r in reps], "median_images_per_s": round(statistics.median(reps), 2)}
-        print(f"{name}: median {results[name]['median_images_per_s']} images/s", flush=True)
-    report = {
-        "command": "python benchmarks/augmentation_speed.py " + " ".join(sys.argv[1:]),
-        "policy": POLICY,
-        "image_size": args.size, "batch_size": args.batch, "reps": args.reps, "warmup": args.warmup,
-        "machine": {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-                    "loadavg_at_start": [round(v, 2) for v in load], "device": "CPU"},
-        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-                     "numpy": np.__version__, "keras_backend": keras.backend.backend()},
-        "results": results,
-        "speedup_median": round(results["fused"]["median_images_per_s"] / results["stacked"]["median_images_per_s"], 2),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, sort_keys=True, indent=2) + "\n")
-    print(f"wrote {args.out}")
-
-
-if __name__ == "__main__":
-    main()
+def run(scale: float = 1.0, reps: int = 10, out_dir: Path = common.RESULTS, command: str = "",
+        max_foreign_load: float | None = None) -> Path:
+    """Measure, write ``augmentation_speed.json`` and return its path (``scale`` < 1: smaller images)."""
+    started, info = time.perf_counter(), common.machine()
+    size = SIZE if scale >= 1 else max(32, round(SIZE * scale / 32) * 32)
+    m = harness.interleave(variants(size, BATCH, CALLS), reps, max_foreign_load=max_foreign_load)
+    kept = m.kept_index
+    results = {k: harness.summarize(v, "images/s", 1, kept) for k, v in m.values.items()}
+    ratios: dict = {}
+    if kept:
+        harness.compare(ratios, "fused_vs_stacked", m.kept("fused"), m.kept("stacked"))
+    notes = [f"one measurement: {CALLS} calls on one {BATCH} x {size} x {size} x 3 float32 batch, after {WARMUP} "
+             "untimed calls; CPU"]
+    return common.write_result(
+        "augmentation_speed", command, {"scale": scale, "reps": reps, "policy": POLICY, "image_size": size,
+                                        "batch_size": BATCH, "calls_per_measurement": CALLS},
+        results, ratios, [], notes, info, started, out_dir, m)

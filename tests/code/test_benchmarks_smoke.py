@@ -1,7 +1,8 @@
 """The benchmarks run end to end at a tiny size and write result files of the agreed shape.
 
-Timings are never asserted (the machine is shared); only that every benchmark ran, recorded
-every repetition and judged every target. Generated data goes to a temporary folder. Marked
+Timings are never asserted (the machine is shared); only that every benchmark ran through
+the harness, recorded every repetition and its provenance, and judged every target. The
+harness's own logic is unit-tested in test_benchmark_harness.py (in `make test`). Generated data goes to a temporary folder. Marked
 slow: the dataprep and accuracy benchmarks run the real stage processes (each imports
 TensorFlow or scikit-learn), a few minutes in all on 2 shared cores.
 """
@@ -16,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.common import SCHEMA_KEYS, interleave
+from benchmarks.common import SCHEMA_KEYS
+from benchmarks.harness import STATUSES
 
 PROJECT = Path(__file__).resolve().parents[2]
-DEFAULT = {"input_pipeline": 3, "training": 1, "orchestration": 1, "dataprep": 2}  # name -> targets
-pytestmark = [pytest.mark.slow, pytest.mark.bench]  # not in `make test`: `uv run pytest -m bench`
+DEFAULT = {"input_pipeline": 3, "training": 1, "orchestration": 1, "dataprep": 2,
+           "augmentation_speed": 0}  # name -> targets
+pytestmark = [pytest.mark.slow, pytest.mark.bench, pytest.mark.timeout(1800)]  # `uv run pytest -m bench`
 
 
 def run_bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -32,7 +35,8 @@ def run_bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("bench")
-    out = run_bench(tmp, "--scale", "0.005", "--reps", "1")
+    # Every repetition counts here (the shape is checked, not the figures): no load limit.
+    out = run_bench(tmp, "--scale", "0.005", "--reps", "1", "--max-foreign-load", "1000")
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     return tmp / "results"
 
@@ -43,6 +47,8 @@ def test_each_default_benchmark_writes_every_repetition_and_judges_its_targets(s
     assert set(SCHEMA_KEYS) <= set(report)
     assert report["command"].startswith("python -m benchmarks.run")
     assert {"cpu", "cpu_count", "loadavg_at_start", "loadavg_at_end"} <= set(report["machine"])
+    assert report["provenance"]["commit"] and report["method"]["interleaved"]
+    assert report["method"]["excluded_reps"] == 0
     assert report["versions"]["tensorflow"] != "not installed"
     assert report["results"], "no variant measured"
     for variant, r in report["results"].items():
@@ -50,14 +56,15 @@ def test_each_default_benchmark_writes_every_repetition_and_judges_its_targets(s
         assert r["min"] <= r["median"] <= r["max"] and r["median"] > 0, variant
     assert len(report["targets"]) == DEFAULT[name]
     for t in report["targets"]:
-        assert isinstance(t["met"], bool) and t["value"] is not None, t
+        assert t["status"] in STATUSES and t["status"] != "not judged" and t["value"] is not None, t
+        assert t["basis"], t
 
 
 def test_summary_tables_every_benchmark_with_its_targets(smoke):
     text = (smoke / "SUMMARY.md").read_text()
     for name in DEFAULT:
         assert f"## {name}" in text
-    assert text.count("| target |") == len(DEFAULT)
+    assert text.count("| target |") == sum(1 for n in DEFAULT.values() if n)
 
 
 def test_accuracy_compares_frozen_only_with_frozen_then_full(tmp_path):
@@ -67,16 +74,3 @@ def test_accuracy_compares_frozen_only_with_frozen_then_full(tmp_path):
     phases = report["per_backbone"]["small_cnn"]
     assert 0.0 <= phases["frozen"]["map"] <= 1.0 and 0.0 <= phases["full"]["map"] <= 1.0
     assert "frozen then full" in (tmp_path / "results" / "SUMMARY.md").read_text()
-
-
-def test_unknown_benchmark_name_is_an_error(tmp_path):
-    out = run_bench(tmp_path, "speed")
-    assert out.returncode == 2 and "invalid choice" in out.stderr
-
-
-def test_interleave_rotates_which_variant_goes_first():
-    calls: list[str] = []
-    variants = {n: (lambda n=n: calls.append(n) or 1.0) for n in "abc"}
-    values, loads = interleave(variants, reps=3, log=lambda _: None)
-    assert calls == list("abcbcacab")
-    assert values == {n: [1.0] * 3 for n in "abc"} and len(loads) == 3

@@ -11,7 +11,6 @@ Library only; no command line.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
@@ -176,24 +175,6 @@ def open_rgb(path: Path, *, max_pixels: int = 89_478_485, max_side: int = 20_000
     except Image.DecompressionBombError as e:
         raise ImageFault("decompression_bomb", f"{path}: {e}") from None
     return out
-
-
-def probe(job: tuple[str, int, int]) -> tuple[str | None, str, str]:
-    """Check that an image opens as RGB and hash its bytes (a process-pool job for ingest).
-
-    Args:
-        job: (path, max_pixels, max_side).
-
-    Returns:
-        (fault reason or None, fault message, sha256 hex of the file bytes or "").
-    """
-    path, max_pixels, max_side = job
-    try:
-        open_rgb(Path(path), max_pixels=max_pixels, max_side=max_side)
-    except ImageFault as e:
-        return e.reason, e.message, ""
-    with open(path, "rb") as f:
-        return None, "", hashlib.sha256(f.read()).hexdigest()
 
 
 def resize(img: Image.Image, size: int, method: Literal["stretch", "pad"]) -> Image.Image:

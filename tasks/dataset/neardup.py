@@ -27,8 +27,6 @@ from pathlib import Path
 import imagehash
 import numpy as np
 from PIL import Image
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from tasks.dataset.imageio import ImageFault, open_rgb
 
@@ -109,6 +107,10 @@ def group_ids(hashes: list[str], max_distance: int) -> np.ndarray:
     Returns:
         int64 array, one per hash: the smallest index of its group (a lone image: its own).
     """
+    # here, not at the top: probe's pool workers import this module and never group
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     n = len(hashes)
     if n == 0:
         return np.zeros(0, dtype=np.int64)

@@ -27,7 +27,7 @@ from tasks.demo import synth
 
 from .conftest import make_tiny_repo, run
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # ~90 s idle on 2 cores (5 min at load 9)
 VAL_SHARE, VAL_TOLERANCE = 0.15, 0.12  # per label with >= 15 non-test images; 162 images in all
 NEAR = 4  # params.yaml ingest.near_duplicate_distance
 

@@ -123,3 +123,19 @@ def test_ledger_round_trips_and_rejects_bad_files(tmp_path):
     with pytest.raises(ledger.LedgerError, match="tagsmith splits init"):
         ledger.read(tmp_path / "missing.tsv")
     assert ledger.moved({e.sha256: e}, {}) == [e.sha256]
+
+
+def test_the_ledger_params_yaml_names_is_a_dep_of_ingest_and_committed():
+    import subprocess
+    from pathlib import Path
+
+    import yaml
+
+    from tasks.common.config import IngestConfig, load
+
+    project = Path(__file__).resolve().parents[2]
+    path = load(IngestConfig, project / "params.yaml").splits_ledger
+    assert path in yaml.safe_load((project / "dvc.yaml").read_text())["stages"]["ingest"]["deps"]
+    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", path], cwd=project, capture_output=True)
+    assert tracked.returncode == 0, f"{path} is not tracked by git"
+    assert len(ledger.read(project / path)) > 0

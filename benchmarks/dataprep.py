@@ -86,7 +86,9 @@ def prepare(data: Path, images: int, workers: int, work: Path, record: dict) -> 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     shutil.copy2(common.PROJECT / "params.yaml", work / "params.yaml")
+    # no split ledger: every image is new, as in a first ingest
     apply_overrides(work / "params.yaml", {"ingest.root": str(data), "ingest.workers": workers,
+                                           "ingest.splits_ledger": None,
                                            "augment.workers": workers, "augment.image_size": SIZE})
     ingest_s, ingest_mb = run_stage("tasks.ingest", work)
     augment_s, augment_mb = run_stage("tasks.augment", work)

@@ -5,6 +5,7 @@
     tagsmith predict --model production images/ -o preds.csv
     tagsmith registry list | show VERSION | promote VERSION [--alias A] | rollback [--alias A] | verify VERSION
     tagsmith status                                            # each stage's fingerprint, current or stale
+    tagsmith splits record | init                              # keep the splits ingest assigned (data.splits.tsv)
     tagsmith results-store s3://BUCKET/PREFIX [--endpoint-url URL]  # share Prefect's stage caches on S3
 
 Heavy imports (Prefect, TensorFlow) happen inside the subcommand that needs them.
@@ -20,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, get_args
 
+from tasks.common import paths
 from tasks.common.config import BackboneName, LossName, ResizeMode, WeightsKind
 from tasks.common.errors import stage_main
 from tasks.common.noise import quiet_stderr
@@ -66,6 +68,42 @@ def _cmd_status(args: argparse.Namespace) -> int:
             print(f"{name:13s} {key[:16]}  {'current' if current else 'stale'}")
         except stages.StageError as e:
             print(f"{name:13s} {'-':16s}  waiting ({e})")
+    return 0
+
+
+def _cmd_splits(args: argparse.Namespace) -> int:
+    from tasks.common.config import IngestConfig, load
+    from tasks.dataset import ledger
+
+    root = Path(args.workspace).resolve()
+    cfg = load(IngestConfig, root / "params.yaml")
+    if not cfg.splits_ledger:
+        sys.exit("tagsmith splits: params.yaml sets no ingest.splits_ledger")
+    target = root / cfg.splits_ledger
+    if args.action == "init":
+        if target.exists():
+            sys.exit(f"tagsmith splits init: {target} exists; it is the record of every split given so far")
+        ledger.write(target, {})
+        print(f"wrote an empty split ledger {target}; commit it")
+        return 0
+    from flows.bridge import stages
+
+    if not stages.is_current(root, "ingest"):
+        sys.exit("tagsmith splits record: ingest is not up to date with the data, the ledger or params; "
+                 "run `dvc repro ingest` first, then record what it assigned")
+    proposed = ledger.read(root / args.source)
+    old = ledger.read(target)
+    moved = ledger.moved(old, proposed)
+    if moved:  # ingest never does this; the ledger was edited or swapped since it ran
+        sys.exit(f"tagsmith splits record: {len(moved)} recorded images would change split or vanish "
+                 f"(first: {moved[:3]}); refusing to rewrite {target}")
+    ledger.write(target, proposed)
+    added = [e for h, e in proposed.items() if h not in old]
+    by_split = {s: sum(e.split == s for e in added) for s in ledger.SPLITS}
+    print(json.dumps({"ledger": str(target), "recorded_before": len(old), "added": len(added),
+                      "added_by_split": by_split}, indent=2))
+    if added:
+        print(f"commit {cfg.splits_ledger} with data.dvc: git add data.dvc {cfg.splits_ledger}", file=sys.stderr)
     return 0
 
 
@@ -165,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="fingerprint of each stage and whether it is current")
     s.add_argument("--workspace", default=".", help="the repository checkout (default: .)")
     s.set_defaults(func=_cmd_status)
+
+    sp = sub.add_parser("splits", help="record the splits ingest gave new images (init: an empty ledger)")
+    sp.add_argument("action", choices=["record", "init"])
+    sp.add_argument("--source", default=str(paths.SPLITS / "ledger.tsv"), help="the ledger ingest wrote")
+    sp.add_argument("--workspace", default=".", help="the repository checkout (default: .)")
+    sp.set_defaults(func=_cmd_splits)
 
     rs = sub.add_parser("results-store", help="keep Prefect's results (the stage caches) in S3, shared by all workers")
     rs.add_argument("uri", help="s3://BUCKET/PREFIX")

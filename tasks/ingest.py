@@ -8,6 +8,10 @@ once here (in a process pool) only to prove they are usable and to hash their by
 same bytes under two names are kept once, so they can never land in two splits. The run fails
 when more than ``max_quarantine_share`` of the rows are faulty, after writing the outputs so
 the quarantine can be inspected. Outputs are byte-deterministic.
+
+Splits never move (``tasks/dataset/sticky.py``): images the split ledger
+(``ingest.splits_ledger``, git-tracked) lists keep their split; new ones are assigned and the
+extended ledger is written to ``artifacts/splits/ledger.tsv`` for ``tagsmith splits record``.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from tasks.common import paths
 from tasks.common.config import IngestConfig, load
 from tasks.common.errors import DataError, stage_main
 from tasks.common.files import write_json
-from tasks.dataset.imageio import ImageFault, probe, resolve_under
+from tasks.dataset import ledger, sticky
+from tasks.dataset.imageio import ImageFault, resolve_under
+from tasks.dataset.neardup import probe
 from tasks.dataset.sources import SourceError, SourceRow, join_rel, read_source
-from tasks.dataset.splits import assign_splits, plot_cooccurrence, split_stats
+from tasks.dataset.splits import plot_cooccurrence, split_stats
 
 OUT_DIR = paths.DATASET
 # Dropped by an explicit policy the user chose, listed in quarantine but not counted as faults.
@@ -55,7 +61,7 @@ class Summary:
     stats: dict = field(repr=False, default_factory=dict)
 
 
-def _probe_all(paths: list[str], cfg: IngestConfig) -> list[tuple[str | None, str, str]]:
+def _probe_all(paths: list[str], cfg: IngestConfig) -> list[tuple[str | None, str, str, str]]:
     """Probe every path, in order, with a process pool and a progress bar on stderr."""
     jobs = [(p, cfg.max_pixels, cfg.max_side) for p in paths]
     bar = dict(total=len(jobs), desc="ingest: decode+hash", unit="img", file=sys.stderr, disable=None)
@@ -63,7 +69,7 @@ def _probe_all(paths: list[str], cfg: IngestConfig) -> list[tuple[str | None, st
         return [r for r in tqdm(map(probe, jobs), **bar)]
     chunk = max(1, len(jobs) // (cfg.workers * 16))
     # spawn, not fork: run() may be called from a threaded host (Prefect, pytest with TF loaded),
-    # where forking can deadlock; workers import only tasks.dataset.imageio.
+    # where forking can deadlock; workers import only tasks.dataset.neardup and imageio.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) as pool:
         return list(tqdm(pool.map(probe, jobs, chunksize=chunk), **bar))
@@ -162,33 +168,57 @@ def _write(out_dir: Path, classes: list[str], ids: list[str], kept: list, split:
     write_json(out_dir / "stats.json", stats)
 
 
-def run(cfg: IngestConfig, out_dir: Path = OUT_DIR) -> Summary:
+def _write_ledger(splits_dir: Path, cfg: IngestConfig, recorded: dict, got: sticky.Assignment) -> None:
+    """Write the extended ledger and what changed; say on stderr when it needs recording.
+
+    Kept out of ``stats.json``: recording the ledger must not change ingest's dataset outputs,
+    or everything downstream would re-run for nothing."""
+    splits_dir.mkdir(parents=True, exist_ok=True)
+    ledger.write(splits_dir / "ledger.tsv", got.entries)
+    new = sum(got.assigned_now.values())
+    summary = {"ledger": cfg.splits_ledger, "recorded": len(recorded), "rows": len(got.entries),
+               "assigned_now": got.assigned_now, "unrecorded": new}
+    write_json(splits_dir / "summary.json", summary)
+    if new and cfg.splits_ledger:
+        print(f"ingest: {new} images not in {cfg.splits_ledger} were assigned {got.assigned_now}; run "
+              f"`tagsmith splits record` and commit {cfg.splits_ledger} with data.dvc so they keep "
+              "their split in later data versions", file=sys.stderr)
+
+
+def run(cfg: IngestConfig, out_dir: Path = OUT_DIR, splits_dir: Path | None = None) -> Summary:
     """Read, validate, de-duplicate and split the dataset; write ``out_dir``.
 
     Args:
         cfg: the ``ingest`` section (``cfg.root`` relative to the working directory).
         out_dir: where manifest.csv, classes.json, quarantine.csv, stats.json and
             cooccurrence.png go.
+        splits_dir: where ledger.tsv (the ledger extended with the images assigned now) and
+            summary.json (how many) go; default ``out_dir``'s sibling ``splits`` (augment,
+            which reads ``out_dir``, never sees it).
 
     Returns:
         The summary (also written as stats.json).
 
     Raises:
         SourceError: the source itself is unreadable.
+        LedgerError: the split ledger is missing or malformed.
         IngestError: after writing outputs, when too much is quarantined or nothing is kept.
     """
     root = Path(cfg.root)
     src = read_source(root, cfg)
     wanted = set(_read_test_list(root, cfg))
+    recorded = ledger.read(Path(cfg.splits_ledger)) if cfg.splits_ledger else {}
     quarantine: list[tuple[int, str, str, str]] = []
     screened = _screen(src.rows, root, cfg, quarantine)
     probes = _probe_all([str(p) for _, _, p in screened], cfg)
     decoded = []
-    for (r, key, abs_path), (reason, msg, sha) in zip(screened, probes):
+    look: dict[str, str] = {}  # sha256 -> perceptual hash
+    for (r, key, abs_path), (reason, msg, sha, ph) in zip(screened, probes):
         if reason:
             quarantine.append((r.row, r.file, reason, msg.replace(str(abs_path), r.file)))
         else:
             decoded.append((r, key, sha))
+            look[sha] = ph
     kept = _dedupe(decoded, quarantine)
 
     ids = _make_ids([key for _, key, _ in kept])
@@ -200,7 +230,11 @@ def run(cfg: IngestConfig, out_dir: Path = OUT_DIR) -> Summary:
         y[i, [cidx[c] for c in r.labels]] = 1
 
     fixed, unmatched = _fixed_test(kept, ids, wanted, cfg)
-    split = assign_splits(y, fixed, test_fraction=cfg.test_fraction, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    shas = [sha for _, _, sha in kept]
+    got = sticky.assign(ids, [key for _, key, _ in kept], shas, [look[h] for h in shas], y, fixed, recorded,
+                        max_distance=cfg.near_duplicate_distance, test_fraction=cfg.test_fraction,
+                        val_fraction=cfg.val_fraction, seed=cfg.seed)
+    split = got.split
 
     quarantine.sort(key=lambda q: (q[0], q[1], q[2]))
     by_reason = dict(sorted(Counter(q[2] for q in quarantine).items()))
@@ -218,13 +252,16 @@ def run(cfg: IngestConfig, out_dir: Path = OUT_DIR) -> Summary:
         "empty_label_images": int((y.sum(axis=1) == 0).sum()),
         "num_classes": len(src.classes),
         "test_list": {"given": cfg.test_list, "entries": len(wanted), "unmatched": len(unmatched),
-                      "unmatched_examples": unmatched[:20]},
+                      "unmatched_examples": unmatched[:20], "kept_out_of_test": len(got.overridden),
+                      "kept_out_of_test_examples": got.overridden[:20]},
+        "near_duplicates": got.near_duplicates,
         "user_test_rows": int(fixed.sum()),
         **split_stats(y, split, src.classes),
     }
     assert stats["kept"] + stats["quarantined"] == rows_read, "every row must be kept or quarantined"
 
     _write(out_dir, src.classes, ids, kept, split, quarantine, stats)
+    _write_ledger(splits_dir or out_dir.parent / paths.SPLITS.name, cfg, recorded, got)
     plot_cooccurrence(y, src.classes, out_dir / "cooccurrence.png")
 
     summary = Summary(rows_read, len(kept), len(quarantine), by_reason, stats["counts"], out_dir, stats)

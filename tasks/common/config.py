@@ -55,6 +55,11 @@ class IngestConfig(Section):
     voc_difficult: Literal["skip", "include"] = "skip"
     empty_labels: Literal["reject", "keep"] = "reject"  # images with no label at all
     test_list: str | None = None  # a user-provided test split (file of filenames); else carved
+    # git-tracked split ledger (repo-relative): images listed there keep their split; None: no
+    # ledger, every image is new (params.yaml sets one; dvc.yaml lists it as ingest's dep)
+    splits_ledger: str | None = None
+    # perceptual-hash bits within which images are near-duplicates and share a split (0: identical hash)
+    near_duplicate_distance: int = Field(4, ge=0, le=12)
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     val_fraction: float = Field(0.15, ge=0.0, lt=1.0)  # share of what is left after test
     seed: int = 42

@@ -14,6 +14,7 @@ DATA = Path("data")  # the dataset root tracked by data.dvc (the ingest.root def
 ARTIFACTS = Path("artifacts")
 
 DATASET = ARTIFACTS / "dataset"  # ingest: manifest.csv, quarantine.csv, stats.json, plots
+SPLITS = ARTIFACTS / "splits"  # ingest: ledger.tsv (the split ledger extended), summary.json
 SHARDS = ARTIFACTS / "shards"  # augment: TFRecord shards, index.json, policy.json, preview.png
 MODELS = ARTIFACTS / "models"  # train_frozen and train_full: one folder per phase
 EVAL = ARTIFACTS / "eval"  # evaluate: metrics.json, per_class.csv, thresholds.json, plots

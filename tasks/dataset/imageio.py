@@ -22,7 +22,6 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from tasks.common.errors import DataError
-from tasks.common.files import sha256_bytes
 
 # Signatures of formats Pillow could read: a file that starts like one but does not open is a
 # broken image ("undecodable"); anything else is a non-image with an image name ("not_an_image").
@@ -178,24 +177,6 @@ def open_rgb(path: Path, *, max_pixels: int = 89_478_485, max_side: int = 20_000
     except Image.DecompressionBombError as e:
         raise ImageFault("decompression_bomb", f"{path}: {e}") from None
     return out
-
-
-def probe(job: tuple[str, int, int]) -> tuple[str | None, str, str]:
-    """Check that an image opens as RGB and hash its bytes (a process-pool job for ingest).
-
-    Args:
-        job: (path, max_pixels, max_side).
-
-    Returns:
-        (fault reason or None, fault message, sha256 hex of the file bytes or "").
-    """
-    path, max_pixels, max_side = job
-    try:
-        open_rgb(Path(path), max_pixels=max_pixels, max_side=max_side)
-    except ImageFault as e:
-        return e.reason, e.message, ""
-    with open(path, "rb") as f:
-        return None, "", sha256_bytes(f.read())
 
 
 def resize(img: Image.Image, size: int, method: Literal["stretch", "pad"]) -> Image.Image:

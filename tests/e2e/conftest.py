@@ -111,6 +111,7 @@ def prefect_worker(api_url: str, pool: str, workdir: Path, env: dict[str, str] |
 def make_tiny_repo(dest: Path) -> Path:
     """A fresh git+dvc repository holding the project's pipeline and the tiny dataset."""
     from flows.bridge.overrides import apply_overrides
+    from tasks.dataset import ledger
     from tasks.demo import synth
 
     dest.mkdir(parents=True)
@@ -119,6 +120,7 @@ def make_tiny_repo(dest: Path) -> Path:
     for pkg in ("tasks", "flows"):
         shutil.copytree(PROJECT / pkg, dest / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     apply_overrides(dest / "params.yaml", TINY_PARAMS)
+    ledger.write(dest / "data.splits.tsv", {})  # the tiny data's first version: no split recorded yet
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     run(["git", "init", "-q"], dest)
     run([sys.executable, "-m", "dvc", "init", "-q"], dest)

@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_status)
 
     sp = sub.add_parser("splits", help="record the splits ingest gave new images (init: an empty ledger)")
-    sp.add_argument("action", choices=["record", "init"])
+    sp.add_argument("action", choices=["record", "init"],
+                    help="record: copy the ledger ingest extended over the committed one; init: write an empty one")
     sp.add_argument("--source", default=str(paths.SPLITS / "ledger.tsv"), help="the ledger ingest wrote")
     sp.add_argument("--workspace", default=".", help="the repository checkout (default: .)")
     sp.set_defaults(func=_cmd_splits)

@@ -22,6 +22,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from tasks.dataset import resample
+
 # Signatures of formats Pillow could read: a file that starts like one but does not open is a
 # broken image ("undecodable"); anything else is a non-image with an image name ("not_an_image").
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
@@ -197,7 +199,8 @@ def probe(job: tuple[str, int, int]) -> tuple[str | None, str, str]:
 
 
 def resize(img: Image.Image, size: int, method: Literal["stretch", "pad"]) -> Image.Image:
-    """Resize to ``size`` x ``size``.
+    """Resize to ``size`` x ``size`` with Pillow's BICUBIC (``tasks.dataset.resample``, the code
+    the serving graph reproduces).
 
     Args:
         img: an RGB image.
@@ -208,11 +211,7 @@ def resize(img: Image.Image, size: int, method: Literal["stretch", "pad"]) -> Im
     Returns:
         A new ``size`` x ``size`` RGB image.
     """
-    if method == "stretch":
-        return img.resize((size, size), Image.Resampling.BICUBIC)
-    if method == "pad":
-        return ImageOps.pad(img, (size, size), method=Image.Resampling.BICUBIC, color=(0, 0, 0), centering=(0.5, 0.5))
-    raise ValueError(f"unknown resize method {method!r}; expected 'stretch' or 'pad'")
+    return Image.fromarray(resample.resize_square(np.asarray(img.convert("RGB")), size, method), mode="RGB")
 
 
 def encode_jpeg(img: Image.Image, quality: int) -> bytes:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from tasks.dataset import imageio
 from tasks.dataset.preprocess import Preprocess, model_input
+from tasks.evaluation import scoring
 from tasks.registry import client as registry
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -75,13 +76,15 @@ def collect_images(inputs: list[Path]) -> list[Path]:
 
 
 def _thresholds(model_dir: Path, meta: dict[str, Any], n: int) -> tuple[np.ndarray, str]:
-    """Per-class thresholds: metadata (registry), thresholds.json beside the model, else 0.5."""
+    """Per-class thresholds: metadata (registry), thresholds.json beside the model, else evaluate's
+    default threshold."""
     thr = meta.get("thresholds")
     source = "metadata.json"
     if thr is None and (model_dir / "thresholds.json").is_file():
         thr, source = json.loads((model_dir / "thresholds.json").read_text()), "thresholds.json"
     if thr is None:
-        return np.full(n, 0.5), "default 0.5 (no tuned thresholds found)"
+        return (np.full(n, scoring.DEFAULT_THRESHOLD),
+                f"default {scoring.DEFAULT_THRESHOLD} (no tuned thresholds found)")
     if list(thr["classes"]) != list(meta["classes"]):
         raise ValueError(f"{model_dir}: thresholds classes differ from the model's")
     return np.asarray(thr["thresholds"], dtype=np.float64), source

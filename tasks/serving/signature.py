@@ -4,7 +4,8 @@
 batch of encoded files (JPEG, PNG; GIF and BMP decode too) and prepares each one inside the
 graph as tasks/dataset/preprocess.py does in Python, op for op:
 
-- decode: JPEG with the accurate integer DCT (Pillow's libjpeg setting); PNG as RGBA with
+- decode: JPEG with the accurate integer DCT (Pillow's libjpeg setting), turned upright by its
+  EXIF orientation (read from the APP1 segment in graph ops); PNG as RGBA with
   transparency composited on white in Pillow's integer arithmetic (``alpha_composite``);
 - resize: Pillow's BICUBIC in fixed point (tasks/dataset/resample.py, the same coefficients
   and the same 8-bit passes), ``stretch`` or ``pad``;
@@ -12,8 +13,9 @@ graph as tasks/dataset/preprocess.py does in Python, op for op:
   Pillow's), decoded as the shard reader decodes;
 
 so a client sending files gets the scores ``tagsmith predict`` gives (a test holds them within
-1e-4). Not reproduced in the graph: EXIF orientation (send upright images), CMYK JPEGs and
-16-bit PNGs, which open_rgb converts and TensorFlow's decoders do not in the same way.
+1e-4), EXIF orientation of JPEGs applied as open_rgb applies it. Not reproduced in the graph:
+CMYK JPEGs, 16-bit PNGs, PNG EXIF and GIF transparency, which open_rgb converts and
+TensorFlow's decoders do not in the same way.
 
 Library only; publish calls ``export``.
 """
@@ -118,13 +120,77 @@ def _on_white(rgba: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.where(a == 0, 255, out), tf.uint8)
 
 
+def _bytes(data: tf.Tensor, pos: tf.Tensor, n: int) -> tf.Tensor:
+    """``n`` bytes at ``pos``, fewer (or none) past the end: a malformed header never fails."""
+    pos = tf.clip_by_value(tf.cast(pos, tf.int64), 0, tf.cast(tf.strings.length(data), tf.int64))
+    return tf.strings.substr(data, pos, n)
+
+
+def _uint(data: tf.Tensor, pos: tf.Tensor, n: int, little: tf.Tensor) -> tf.Tensor:
+    """An n-byte unsigned integer at ``pos`` (0 past the end), little- or big-endian."""
+    raw = tf.io.decode_raw(_bytes(data, pos, n), tf.uint8)
+    raw = tf.cast(tf.pad(raw, [[0, n - tf.shape(raw)[0]]]), tf.int64)
+    raw = tf.where(little, tf.reverse(raw, [0]), raw)
+    return tf.reduce_sum(raw * tf.constant([256 ** (n - 1 - i) for i in range(n)], tf.int64))
+
+
+def jpeg_orientation(data: tf.Tensor) -> tf.Tensor:
+    """The EXIF orientation (1..8) of a JPEG, 1 when it has none: walks the marker segments up
+    to the image data, finds the APP1 "Exif" one and reads tag 0x0112 of its first IFD."""
+    size = tf.cast(tf.strings.length(data), tf.int64)
+    big = tf.constant(False)
+
+    def cond(pos, orientation, done):
+        return tf.logical_and(tf.logical_not(done), pos + 4 <= size)
+
+    def body(pos, orientation, done):
+        marker = _uint(data, pos, 2, big)
+        length = _uint(data, pos + 2, 2, big)
+        is_exif = tf.logical_and(marker == 0xFFE1,
+                                 _bytes(data, pos + 4, 6) == b"Exif\x00\x00")
+        def read_orientation():
+            tiff = pos + 10
+            little = _bytes(data, tiff, 2) == b"II"
+            ifd = tiff + _uint(data, tiff + 4, 4, little)
+            n = _uint(data, ifd, 2, little)
+            entries = ifd + 2 + 12 * tf.range(tf.minimum(n, 512))
+            tags = tf.map_fn(lambda e: _uint(data, e, 2, little), entries)
+            values = tf.map_fn(lambda e: _uint(data, e + 8, 2, little), entries)
+            found = tf.boolean_mask(values, tags == 0x0112)
+            return tf.cond(tf.size(found) > 0, lambda: found[0], lambda: tf.constant(1, tf.int64))
+
+        stop = tf.logical_or(is_exif, tf.logical_or(marker == 0xFFDA, (marker // 256) != 0xFF))
+        orientation = tf.cond(is_exif, read_orientation, lambda: orientation)
+        return pos + 2 + length, orientation, stop
+
+    _, orientation, _ = tf.while_loop(cond, body, (tf.constant(2, tf.int64), tf.constant(1, tf.int64),
+                                                   tf.constant(False)))
+    return tf.where((orientation >= 1) & (orientation <= 8), orientation, 1)
+
+
+def upright(pixels: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """Apply an EXIF orientation as ``ImageOps.exif_transpose`` does."""
+    t = lambda x: tf.transpose(x, [1, 0, 2])  # noqa: E731
+    return tf.switch_case(tf.cast(orientation - 1, tf.int32), [
+        lambda: pixels,
+        lambda: tf.reverse(pixels, [1]),  # 2: mirror left-right
+        lambda: tf.image.rot90(pixels, 2),  # 3: rotate 180
+        lambda: tf.reverse(pixels, [0]),  # 4: mirror top-bottom
+        lambda: t(pixels),  # 5: transpose
+        lambda: tf.image.rot90(pixels, 3),  # 6: rotate 90 clockwise
+        lambda: tf.image.rot90(t(pixels), 2),  # 7: transverse
+        lambda: tf.image.rot90(pixels, 1),  # 8: rotate 90 counter-clockwise
+    ])
+
+
 def decode_rgb(data: tf.Tensor) -> tf.Tensor:
     """An encoded file (scalar string) -> uint8 [H, W, 3], as imageio.open_rgb decodes it."""
     head = tf.strings.substr(data, 0, 8)
     is_jpeg = tf.strings.substr(head, 0, 3) == b"\xff\xd8\xff"
     is_png = head == b"\x89PNG\r\n\x1a\n"
     return tf.case([
-        (is_jpeg, lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")),
+        (is_jpeg, lambda: upright(tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+                                  jpeg_orientation(data))),
         (is_png, lambda: _on_white(tf.io.decode_png(data, channels=4))),
     ], default=lambda: tf.ensure_shape(tf.io.decode_image(data, channels=3, expand_animations=False),
                                        [None, None, 3]))

@@ -81,7 +81,10 @@ def test_serving_bytes_signature_gives_predicts_scores(published, tmp_path):
     wide[5:30, 50:85] = 230
     Image.fromarray(wide).save(tmp_path / "wide.jpg", quality=90)  # JPEG, not square
     Image.fromarray(rng.integers(0, 256, (70, 41, 4)).astype(np.uint8)).save(tmp_path / "tall_rgba.png")
-    files += [tmp_path / "wide.jpg", tmp_path / "tall_rgba.png"]
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone photo held upright: stored sideways, to be turned 90 degrees
+    Image.fromarray(wide).save(tmp_path / "rotated.jpg", quality=90, exif=exif.tobytes())
+    files += [tmp_path / "wide.jpg", tmp_path / "tall_rgba.png", tmp_path / "rotated.jpg"]
     predict.predict(str(version_dir), files, tmp_path / "p.csv")
     expected = np.array([[float(row[c]) for c in CLASSES] for row in read(tmp_path / "p.csv")])
 

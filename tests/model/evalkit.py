@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 
 from tasks.dataset.preprocess import Preprocess, encode
-from tasks.model.build import save_model
 from tasks.dataset.shards import write_index, write_split
+from tasks.model.build import save_model
 
 CLASSES = ["a", "b", "c", "d"]
 SIZE = 32

@@ -13,8 +13,8 @@ import tensorflow as tf
 from PIL import Image
 
 from tasks import evaluate, publish
-from tasks.serving import predict
 from tasks.common.config import EvaluateConfig, PublishConfig
+from tasks.serving import predict
 from tests.model.evalkit import CLASSES, make_model, make_shards
 
 

@@ -142,8 +142,8 @@ def run(cfg: AugmentConfig, *, data_root: Path = Path("data"), dataset_dir: Path
     Returns:
         Counts per split, shard names and the skipped images.
     """
-    from tasks.dataset.shards import write_index, write_split
     from tasks.model.augmentation import POLICY_DEFAULTS
+    from tasks.dataset.shards import write_index, write_split
 
     manifest, classes = read_manifest(Path(dataset_dir))
     class_index = {name: i for i, name in enumerate(classes)}

@@ -80,9 +80,7 @@ def run(
     Returns:
         EvalSummary with the headline metrics.
     """
-    from tasks.model.build import (
-        load_model,  # TensorFlow import only when a model is needed
-    )
+    from tasks.model.build import load_model  # TensorFlow import only when a model is needed
 
     model, meta = load_model(Path(model_dir))
     classes: list[str] = list(meta["classes"])

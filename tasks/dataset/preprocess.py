@@ -27,6 +27,7 @@ from tasks.dataset import imageio
 CHANNEL_ORDER = "RGB"
 VALUE_RANGE = (0, 255)
 KEYS = ("image_size", "resize", "jpeg_quality", "channel_order", "value_range")
+RECIPE_KEYS = KEYS[:3]  # what a folder must record; the pixel format has only ever been RGB 0..255
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,17 @@ class Preprocess:
                 and the missing keys (no guessing: a wrong resize gives wrong pixels silently).
         """
         pre = meta.get("preprocess")
-        missing = list(KEYS) if not isinstance(pre, dict) else [k for k in KEYS if k not in pre]
+        missing = list(RECIPE_KEYS) if not isinstance(pre, dict) else [k for k in RECIPE_KEYS if k not in pre]
         if missing:
             raise ValueError(f"{model_dir}: metadata.json's 'preprocess' lacks {missing}; this folder "
                              "does not say how to prepare images (retrain it with this version of "
                              "tasks.train, which records them)")
-        if pre["channel_order"] != CHANNEL_ORDER or tuple(pre["value_range"]) != VALUE_RANGE:
-            raise ValueError(f"{model_dir}: preprocess expects {pre['channel_order']} "
-                             f"{pre['value_range']}; this code prepares {CHANNEL_ORDER} {list(VALUE_RANGE)}")
+        # Versions published before train recorded the pixel format lack these two keys; every
+        # tagsmith model has taken RGB 0..255, so their absence is not a question.
+        order, value_range = pre.get("channel_order", CHANNEL_ORDER), tuple(pre.get("value_range", VALUE_RANGE))
+        if order != CHANNEL_ORDER or value_range != VALUE_RANGE:
+            raise ValueError(f"{model_dir}: preprocess expects {order} {list(value_range)}; "
+                             f"this code prepares {CHANNEL_ORDER} {list(VALUE_RANGE)}")
         return cls(int(pre["image_size"]), pre["resize"], int(pre["jpeg_quality"]))
 
 

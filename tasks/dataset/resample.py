@@ -18,11 +18,14 @@ Library only; no command line.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 PRECISION_BITS = 22  # Pillow: 32 - 8 - 2
 SUPPORT = 2.0  # bicubic
 A = -0.5
+SMALL = 1 << 22  # gathered values up to which a pass is done in one step (16 MB of int32)
 
 
 def bicubic(x: np.ndarray) -> np.ndarray:
@@ -33,12 +36,13 @@ def bicubic(x: np.ndarray) -> np.ndarray:
     return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
 
 
+@functools.lru_cache(maxsize=64)  # a dataset has few distinct sizes: computed once per pair
 def coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pillow's ``precompute_coeffs`` + ``normalize_coeffs_8bpc`` for one axis.
+    """Pillow's ``precompute_coeffs`` + ``normalize_coeffs_8bpc`` for one axis (read-only arrays).
 
     Returns:
-        (first input index per output pixel [out] int, fixed-point taps [out, ksize] float64
-        holding integers; taps past the input's end are 0).
+        (first input index per output pixel [out] int, fixed-point taps [out, ksize] int32;
+        taps past the input's end are 0).
     """
     scale = float(in_size) / out_size
     filterscale = max(scale, 1.0)
@@ -56,7 +60,9 @@ def coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
         ww = ww + w
     taps = np.where(ww[:, None] != 0.0, taps / np.where(ww == 0.0, 1.0, ww)[:, None], taps)
     scaled = taps * float(1 << PRECISION_BITS)
-    return xmin, np.where(taps < 0, np.ceil(-0.5 + scaled), np.floor(0.5 + scaled))
+    fixed = np.where(taps < 0, np.ceil(-0.5 + scaled), np.floor(0.5 + scaled)).astype(np.int32)
+    xmin.flags.writeable = fixed.flags.writeable = False
+    return xmin, fixed
 
 
 def _pass(img: np.ndarray, out_size: int) -> np.ndarray:
@@ -65,12 +71,14 @@ def _pass(img: np.ndarray, out_size: int) -> np.ndarray:
     int32 accumulation, as Pillow's: the taps sum to 2**22 and the pixels are below 2**8."""
     in_size = img.shape[0]
     xmin, taps = coefficients(in_size, out_size)
-    taps = taps.astype(np.int32)
     flat = img.reshape(in_size, -1)
+    idx = np.minimum(xmin[:, None] + np.arange(taps.shape[1]), in_size - 1)  # a tap past the end has weight 0
     acc = np.full((out_size, flat.shape[1]), 1 << (PRECISION_BITS - 1), np.int32)
-    for x in range(taps.shape[1]):
-        idx = np.minimum(xmin + x, in_size - 1)  # a tap past the end has weight 0
-        acc += taps[:, x, None] * flat[idx].astype(np.int32)
+    if idx.size * flat.shape[1] <= SMALL:
+        acc += np.einsum("ok,okr->or", taps, flat[idx].astype(np.int32))
+    else:  # tap by tap: memory stays that of one output
+        for x in range(taps.shape[1]):
+            acc += taps[:, x, None] * flat[idx[:, x]].astype(np.int32)
     out = np.clip(acc >> PRECISION_BITS, 0, 255).astype(np.uint8)
     return out.reshape((out_size,) + img.shape[1:])
 

@@ -4,8 +4,9 @@
 
 Reads ``params.yaml`` (section ``augment``; the dataset root and the image-size limits come
 from section ``ingest``, the same values ingest used), ``artifacts/dataset/manifest.csv`` and
-``classes.json``. Each image is decoded with ``imageio.open_rgb``, resized to ``image_size``
-(``stretch`` or ``pad``), JPEG-encoded and streamed into ``artifacts/shards/`` by
+``classes.json``. Each image is prepared by ``preprocess.encode`` (decoded with
+``imageio.open_rgb``, resized to ``image_size``, ``stretch`` or ``pad``, JPEG-encoded: the recipe
+predict and the serving graph repeat) and streamed into ``artifacts/shards/`` by
 ``shards.write_split``, split by split, in manifest (id) order. Decoding runs in ``workers``
 processes; results are consumed in bounded windows, so memory never holds the dataset.
 The augmentation itself is not baked into the shards: it runs inside the model, from
@@ -32,7 +33,8 @@ from tqdm import tqdm
 from tasks.common.config import AugmentConfig, IngestConfig, load
 from tasks.common.errors import DataError, stage_main
 from tasks.common.files import write_json
-from tasks.dataset.imageio import ImageFault, encode_jpeg, open_rgb, resize, resolve_under
+from tasks.dataset.imageio import ImageFault, resolve_under
+from tasks.dataset.preprocess import Preprocess, encode
 
 # tasks.dataset.shards (TensorFlow), tasks.model.augmentation (Keras) and matplotlib are imported inside the
 # functions that need them: decode workers are spawned and import this module, and should not
@@ -53,9 +55,9 @@ class Summary:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
-def _encode_one(row: tuple[str, str], *, root: Path, size: int, method: str, quality: int,
+def _encode_one(row: tuple[str, str], *, root: Path, spec: Preprocess,
                 max_pixels: int, max_side: int) -> tuple[str, bytes | None, str]:
-    """Decode, resize and encode one manifest row (runs in a worker process).
+    """Prepare one manifest row as the shards store it (``preprocess.encode``; runs in a worker process).
 
     Returns:
         ``(id, jpeg_bytes, "")`` or ``(id, None, reason)`` when the image cannot be used.
@@ -64,8 +66,7 @@ def _encode_one(row: tuple[str, str], *, root: Path, size: int, method: str, qua
     path = None
     try:
         path = resolve_under(root, rel)
-        img = open_rgb(path, max_pixels=max_pixels, max_side=max_side)
-        return id_, encode_jpeg(resize(img, size, method), quality), ""
+        return id_, encode(path, spec, max_pixels=max_pixels, max_side=max_side), ""
     except ImageFault as e:
         reason = f"{e.reason}: {e.message}"
     except (OSError, ValueError) as e:  # anything else Pillow raises on a bad file
@@ -153,8 +154,8 @@ def run(cfg: AugmentConfig, *, data_root: Path = Path("data"), dataset_dir: Path
     unknown = [r for r in manifest if r["split"] not in SPLITS]
     for r in unknown:
         summary.skipped.append({"id": r["id"], "path": r["path"], "reason": f"unknown_split: {r['split']!r} not in {SPLITS}"})
-    job = functools.partial(_encode_one, root=Path(data_root), size=cfg.image_size, method=cfg.resize,
-                            quality=cfg.jpeg_quality, max_pixels=max_pixels, max_side=max_side)
+    spec = Preprocess(cfg.image_size, cfg.resize, cfg.jpeg_quality)
+    job = functools.partial(_encode_one, root=Path(data_root), spec=spec, max_pixels=max_pixels, max_side=max_side)
     preview: list[bytes] = []
     # spawn, not fork: the parent has TensorFlow's threads running, which fork does not survive.
     pool = multiprocessing.get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 else None

@@ -30,7 +30,7 @@ from tasks.evaluation import metrics, model_card, plots, scoring
 MODEL_DIR = paths.FULL_MODEL
 SHARD_DIR = paths.SHARDS
 OUT_DIR = paths.EVAL
-DIGITS = 6  # rounding of every number written; float noise below it is not a change
+DIGITS = scoring.DIGITS
 
 
 @dataclass
@@ -43,8 +43,6 @@ class EvalSummary:
     defaulted_thresholds: list[str] = field(default_factory=list)
 
 
-def _r(v: float) -> float | None:
-    return None if math.isnan(v) else round(float(v), DIGITS)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
@@ -88,12 +86,11 @@ def run(
     index = shards.read_index(Path(shard_dir))
     if list(index["classes"]) != classes:
         raise DataError(f"{model_dir}: model classes differ from {shard_dir}/index.json classes")
-    _, y_val, s_val = scoring.score_split(model, shard_dir, "val", cfg.batch_size)
-    ids, y_test, s_test = scoring.score_split(model, shard_dir, "test", cfg.batch_size)
+    # Tuned and measured on the scores as written to predictions.csv (rounded).
+    _, y_val, s_val = scoring.rounded_scores(model, shard_dir, "val", cfg.batch_size)
+    ids, y_test, s_test = scoring.rounded_scores(model, shard_dir, "test", cfg.batch_size)
     if len(ids) == 0:
         raise DataError(f"{shard_dir}: the test split is empty; nothing to evaluate")
-    # Tune on the scores as written to predictions.csv, so anyone can recompute from the file.
-    s_val, s_test = s_val.round(DIGITS), s_test.round(DIGITS)
 
     thr, tuned = metrics.tune_thresholds(y_val, s_val, cfg.default_threshold)
     summary = metrics.summary_metrics(y_test, s_test, thr)
@@ -105,7 +102,7 @@ def run(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    flat = {k: (v if isinstance(v, int) else _r(v)) for k, v in sorted(summary.items())}
+    flat = scoring.round_metrics(summary)
     write_json(out_dir / "metrics.json", flat)
     write_thresholds(out_dir / "thresholds.json", classes, thr, tuned, cfg.default_threshold)
     cols = ["class", "support", "predicted", "ap", "threshold", "threshold_tuned", "precision", "recall", "f1"]

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.evaluation import gate, metrics, scoring
+from tasks.evaluation import gate, scoring
 from tasks.registry import client as registry
 from tasks.dataset import shards
 from tasks.common import paths
 from tasks.common.config import PublishConfig, load
 from tasks.common.errors import stage_main
 from tasks.common.files import write_json
+from tasks.dataset.preprocess import Preprocess
 
 MODEL_DIR = paths.FULL_MODEL
 SHARD_DIR = paths.SHARDS
@@ -44,26 +45,19 @@ class PublishSummary:
     receipt: dict[str, Any]
 
 
-def preprocess_info(meta: dict[str, Any], index: dict[str, Any]) -> dict[str, Any]:
-    """How images must be prepared for this model (what augment did when writing shards)."""
-    pre = dict(meta.get("preprocess", {}))
-    pre.setdefault("image_size", int(meta.get("image_size", index.get("image_size", 0))))
-    pre.setdefault("resize", meta.get("resize", index.get("resize", "stretch")))
-    pre.setdefault("jpeg_quality", int(meta.get("jpeg_quality", index.get("jpeg_quality", 95))))
-    return pre
-
-
 def export_saved_model(model_dir: Path, out: Path) -> None:
-    """Export the inference graph for TF Serving (made here, not by train_full: its bytes
-    differ on every export, which would make train_full's DVC output irreproducible)."""
+    """Export the SavedModel for TF Serving, with ``serving_bytes`` (tasks/serving/signature.py)
+    next to the pixel signature (made here, not by train_full: its bytes differ on every export,
+    which would make train_full's DVC output irreproducible)."""
     from tasks.model.build import load_model
+    from tasks.serving.signature import export
 
-    model, _ = load_model(model_dir)
-    model.export(str(out), format="tf_saved_model", verbose=False)
+    model, meta = load_model(model_dir)
+    export(model, Preprocess.from_metadata(meta, model_dir), out)
 
 
 def stage_files(model_dir: Path, eval_dir: Path, shard_dir: Path, dest: Path) -> None:
-    """Lay out one registry version in ``dest``: model, metadata (+thresholds, preprocess), eval files."""
+    """Lay out one registry version in ``dest``: model, metadata (+thresholds), eval files."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_dir / "model.keras", dest / "model.keras")
     export_saved_model(model_dir, dest / "saved_model")
@@ -71,7 +65,6 @@ def stage_files(model_dir: Path, eval_dir: Path, shard_dir: Path, dest: Path) ->
         shutil.copyfile(eval_dir / name, dest / name)
     meta = json.loads((model_dir / "metadata.json").read_text())
     meta["thresholds"] = json.loads((eval_dir / "thresholds.json").read_text())
-    meta["preprocess"] = preprocess_info(meta, shards.read_index(shard_dir))
     write_json(dest / "metadata.json", meta)
 
 
@@ -89,12 +82,8 @@ def baseline_metrics(version_dir: Path, shard_dir: Path, batch_size: int) -> tup
         return None, "no comparable baseline: production has different classes"
     if int(meta["image_size"]) != int(index["image_size"]):
         return None, "no comparable baseline: production expects another image_size"
-    _, y, s = scoring.score_split(model, shard_dir, "test", batch_size)
-    s = s.round(6)  # as evaluate rounds before computing
-    thr_file = version_dir / "thresholds.json"
-    thr = json.loads(thr_file.read_text())["thresholds"] if thr_file.is_file() else [0.5] * y.shape[1]
-    out = metrics.summary_metrics(y, s, thr)
-    return {k: (v if isinstance(v, int) else round(v, 6)) for k, v in sorted(out.items())}, ""
+    thr = scoring.read_thresholds(version_dir, len(meta["classes"]))
+    return scoring.split_metrics(model, shard_dir, "test", batch_size, thr), ""
 
 
 def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD_DIR,

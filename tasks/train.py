@@ -9,7 +9,8 @@ Phase 2 (full): the phase-1 model with its base unfrozen (BatchNorm kept frozen,
 tasks/model.unfreeze), recompiled with a low learning rate. Both: Adam (+ the study's inverse
 time decay), early stopping on validation mAP with the best weights restored, a checkpoint per
 epoch to resume from (tasks/model/train_loop.py), deterministic on CPU. Writes model.keras,
-metadata.json, history.csv and live/ (dvclive); the SavedModel for TF Serving is exported at
+metadata.json (with ``preprocess``: how to prepare an image for the model, from the shards'
+index), history.csv and live/ (dvclive); the SavedModel for TF Serving is exported at
 publish time (its bytes are not reproducible, DVC outputs must be). ``train_full.epochs: 0``
 means "frozen only": the phase-1 model is passed on unchanged (the study's base-frozen rows).
 """
@@ -37,6 +38,7 @@ from tasks.common.files import sha256_file, write_json  # noqa: E402
 from tasks.model import build as M  # noqa: E402
 from tasks.model.backbones import get_backbone  # noqa: E402
 from tasks.model.losses import make_loss, positive_weights  # noqa: E402
+from tasks.dataset.preprocess import Preprocess  # noqa: E402
 from tasks.dataset.shards import make_dataset, read_index  # noqa: E402
 from tasks.model.train_loop import fit_epochs  # noqa: E402
 from tasks.model.weights import Registry, apply_warm_start, build_base_with_weights, warm_start_source  # noqa: E402
@@ -147,6 +149,8 @@ def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path
     gpu = setup_device(cfg.seed, cfg.deterministic)
     index = read_index(shard_dir)
     classes, size = list(index["classes"]), int(index["image_size"])
+    # how augment prepared the images: the model folder must say it, so predict and serving can
+    preprocess = Preprocess.from_index(index, Path(shard_dir) / "index.json").as_dict()
     data_sha = sha256_file(Path(shard_dir) / "index.json")
     out_dir = Path(models_dir) / phase
     frozen_dir = Path(models_dir) / "frozen"
@@ -209,6 +213,7 @@ def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path
     history.to_csv(out_dir / "history.csv", index=False)
     metadata = {
         "classes": classes, "image_size": size, "input": "RGB 0..255", "phase": phase,
+        "preprocess": preprocess,
         "preprocessing": get_backbone(meta_extra["backbone"]).description,
         "params": cfg.model_dump(), "data": data,
         "loss": cfg.loss, "epochs_run": len(result["history"]), "best_epoch": result["best_epoch"],

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from tasks.common.errors import DataError
+from tasks.dataset import resample
 
 # Signatures of formats Pillow could read: a file that starts like one but does not open is a
 # broken image ("undecodable"); anything else is a non-image with an image name ("not_an_image").
@@ -89,18 +90,22 @@ def _check_file(path: Path) -> None:
         raise ImageFault("zero_byte", f"{path} is empty (0 bytes)")
 
 
-def _open_checked(path: Path, max_pixels: int, max_side: int) -> Image.Image:
-    """Open the header only and check its dimensions before any pixel is decoded."""
+def _open_checked(path: Path | str, max_pixels: int, max_side: int, data: bytes | None = None) -> Image.Image:
+    """Open the header only and check its dimensions before any pixel is decoded (``data``:
+    the file's bytes, then ``path`` only names it in messages)."""
     try:
         with warnings.catch_warnings():
             # We apply our own limits below; Pillow's warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(path if data is None else io.BytesIO(data))
     except Image.DecompressionBombError as e:
         raise ImageFault("decompression_bomb", f"{path}: {e}") from None
     except UnidentifiedImageError:
-        with open(path, "rb") as f:
-            head = f.read(8)
+        if data is None:
+            with open(path, "rb") as f:
+                head = f.read(8)
+        else:
+            head = data[:8]
         if head.startswith(_MAGIC):
             raise ImageFault("undecodable", f"{path} looks like an image but Pillow cannot read it") from None
         raise ImageFault("not_an_image", f"{path} is not an image file (starts with {head[:4]!r})") from None
@@ -158,7 +163,19 @@ def open_rgb(path: Path, *, max_pixels: int = 89_478_485, max_side: int = 20_000
     """
     path = Path(path)
     _check_file(path)
-    img = _open_checked(path, max_pixels, max_side)
+    return _decode_rgb(_open_checked(path, max_pixels, max_side), path)
+
+
+def open_rgb_bytes(data: bytes, *, max_pixels: int = 89_478_485, max_side: int = 20_000,
+                   name: str = "<bytes>") -> Image.Image:
+    """``open_rgb`` for a file's bytes (``name`` stands for the file in messages)."""
+    if not data:
+        raise ImageFault("zero_byte", f"{name} is empty (0 bytes)")
+    return _decode_rgb(_open_checked(name, max_pixels, max_side, data), name)
+
+
+def _decode_rgb(img: Image.Image, path: Path | str) -> Image.Image:
+    """Fully decode an opened image as upright 8-bit RGB (``open_rgb``'s second half)."""
     try:
         with img:
             img.load()
@@ -180,7 +197,8 @@ def open_rgb(path: Path, *, max_pixels: int = 89_478_485, max_side: int = 20_000
 
 
 def resize(img: Image.Image, size: int, method: Literal["stretch", "pad"]) -> Image.Image:
-    """Resize to ``size`` x ``size``.
+    """Resize to ``size`` x ``size`` with Pillow's BICUBIC (``tasks.dataset.resample``, the code
+    the serving graph reproduces).
 
     Args:
         img: an RGB image.
@@ -191,11 +209,7 @@ def resize(img: Image.Image, size: int, method: Literal["stretch", "pad"]) -> Im
     Returns:
         A new ``size`` x ``size`` RGB image.
     """
-    if method == "stretch":
-        return img.resize((size, size), Image.Resampling.BICUBIC)
-    if method == "pad":
-        return ImageOps.pad(img, (size, size), method=Image.Resampling.BICUBIC, color=(0, 0, 0), centering=(0.5, 0.5))
-    raise ValueError(f"unknown resize method {method!r}; expected 'stretch' or 'pad'")
+    return Image.fromarray(resample.resize_square(np.asarray(img.convert("RGB")), size, method), mode="RGB")
 
 
 def encode_jpeg(img: Image.Image, quality: int) -> bytes:

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tasks.common.files import write_json
+from tasks.dataset.preprocess import decode
 
 INDEX_FILE = "index.json"
 MB = 1_000_000  # shard_mb is in decimal megabytes
@@ -128,7 +129,7 @@ def _parser(image_size: int, n_classes: int, with_ids: bool):
 
     def parse(record):
         ex = tf.io.parse_single_example(record, spec)
-        image = tf.io.decode_jpeg(ex["image"], channels=3)
+        image = decode(ex["image"])
         # uint8 on the host: the model casts on the device (a float32 batch is 4x the bytes,
         # which halved the input pipeline's throughput in benchmarks/input_pipeline.py)
         image = tf.ensure_shape(image, [image_size, image_size, 3])

@@ -48,11 +48,15 @@ def render(
         f"- input: {metadata.get('image_size', '?')} x {metadata.get('image_size', '?')} "
         f"{metadata.get('input', 'RGB 0..255')}",
     ]
-    for key in ("backbone", "weights", "phase", "preprocessing", "resize", "jpeg_quality"):
+    for key in ("backbone", "weights", "phase", "preprocessing"):
         if key in metadata:
             lines.append(f"- {key}: {metadata[key]}")
+    pre = metadata.get("preprocess", {})
+    if pre:
+        lines.append("- image preparation: " + ", ".join(f"{k} {pre[k]}" for k in sorted(pre)))
     lines += ["", "Training parameters:", "", "```json",
               json.dumps(metadata.get("params", {}), sort_keys=True, indent=2), "```", ""]
+    lines += serving_example()
     counts = data.get("counts", {})
     lines += [
         "## Data",
@@ -88,3 +92,26 @@ def render(
     lines += [f"- {r['class']}: AP {_num(r['ap'])}, F1 {_num(r['f1'])}, support {r['support']}"
               for r in scored[:weakest]]
     return "\n".join(lines) + "\n"
+
+
+def serving_example() -> list[str]:
+    """The card's "Serving" section: a TF Serving REST request for the ``serving_bytes`` signature."""
+    return [
+        "## Serving",
+        "",
+        "The published `saved_model/` takes image files (JPEG or PNG) through its `serving_bytes`",
+        "signature and prepares them as training did (decode, resize, JPEG round trip), so its scores",
+        "are those of `tagsmith predict` (JPEG EXIF orientation applied; CMYK JPEGs and 16-bit",
+        "PNGs excepted).",
+        "`serving_default` takes prepared pixels. With TF Serving's REST API:",
+        "",
+        "```",
+        "printf '{\"signature_name\": \"serving_bytes\", \"instances\": [{\"b64\": \"%s\"}]}' \\",
+        "  \"$(base64 -w0 photo.jpg)\" > request.json",
+        "curl -s -d @request.json http://localhost:8501/v1/models/tagsmith:predict",
+        "```",
+        "",
+        "The answer holds one score per class in `classes` order; apply the per-class thresholds",
+        "of `thresholds.json` (`score >= threshold`).",
+        "",
+    ]

@@ -5,9 +5,10 @@
 
 MODEL_REF is a model folder (artifacts/models/full), a registry version folder (local path
 or s3://bucket/prefix/<model>/<version>), or an alias/version name looked up in --store.
-Images are prepared exactly as augment prepared the shards the model was evaluated on:
-open_rgb -> resize (method recorded in metadata) -> JPEG encode at the recorded quality ->
-decode with TensorFlow, so scores match evaluate's predictions.csv. An unreadable image is
+Images are prepared exactly as augment prepared the shards the model was evaluated on
+(``tasks.dataset.preprocess.model_input``, with the recipe the model's metadata.json records
+under ``preprocess``; a folder without it is refused, never guessed), so scores match
+evaluate's predictions.csv and the SavedModel's ``serving_bytes`` signature. An unreadable image is
 reported (file, reason) and skipped; the rest go on.
 """
 
@@ -27,6 +28,8 @@ from tqdm import tqdm
 
 from tasks.common.errors import DataError, stage_main
 from tasks.dataset import imageio
+from tasks.dataset.preprocess import Preprocess, model_input
+from tasks.evaluation import scoring
 from tasks.registry import client as registry
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -74,29 +77,18 @@ def collect_images(inputs: list[Path]) -> list[Path]:
 
 
 def _thresholds(model_dir: Path, meta: dict[str, Any], n: int) -> tuple[np.ndarray, str]:
-    """Per-class thresholds: metadata (registry), thresholds.json beside the model, else 0.5."""
+    """Per-class thresholds: metadata (registry), thresholds.json beside the model, else evaluate's
+    default threshold."""
     thr = meta.get("thresholds")
     source = "metadata.json"
     if thr is None and (model_dir / "thresholds.json").is_file():
         thr, source = json.loads((model_dir / "thresholds.json").read_text()), "thresholds.json"
     if thr is None:
-        return np.full(n, 0.5), "default 0.5 (no tuned thresholds found)"
+        return (np.full(n, scoring.DEFAULT_THRESHOLD),
+                f"default {scoring.DEFAULT_THRESHOLD} (no tuned thresholds found)")
     if list(thr["classes"]) != list(meta["classes"]):
         raise DataError(f"{model_dir}: thresholds classes differ from the model's")
     return np.asarray(thr["thresholds"], dtype=np.float64), source
-
-
-def prepare(path: Path, size: int, resize: str, quality: int) -> np.ndarray:
-    """One image as the model saw its test shards: float32 [S,S,3], 0..255.
-
-    Raises:
-        imageio.ImageFault: the file is not a usable image.
-    """
-    import tensorflow as tf
-
-    jpeg = imageio.encode_jpeg(imageio.resize(imageio.open_rgb(path), size, resize), quality)
-    # Decoded by TensorFlow, as tasks/dataset/shards.py decodes the shards: same decoder, same pixels.
-    return tf.io.decode_jpeg(jpeg, channels=3).numpy().astype(np.float32)
 
 
 def predict(
@@ -127,10 +119,7 @@ def predict(
     model, meta = load_model(model_dir)
     classes = list(meta["classes"])
     thr, thr_source = _thresholds(model_dir, meta, len(classes))
-    pre = meta.get("preprocess", {})
-    size = int(pre.get("image_size", meta["image_size"]))
-    resize = pre.get("resize", meta.get("resize", "stretch"))
-    quality = int(pre.get("jpeg_quality", meta.get("jpeg_quality", 95)))
+    spec = Preprocess.from_metadata(meta, model_dir)
 
     files = collect_images(list(inputs))
     failures: list[tuple[str, str]] = []
@@ -144,7 +133,7 @@ def predict(
             ok_paths, arrays = [], []
             for p in files[start:start + batch_size]:
                 try:
-                    arrays.append(prepare(p, size, resize, quality))
+                    arrays.append(model_input(p, spec))
                     ok_paths.append(p)
                 except imageio.ImageFault as e:
                     failures.append((str(p), e.reason))

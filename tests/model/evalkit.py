@@ -14,9 +14,9 @@ import keras
 import numpy as np
 from PIL import Image
 
-from tasks.dataset import imageio
-from tasks.model.build import save_model
+from tasks.dataset.preprocess import Preprocess, encode
 from tasks.dataset.shards import write_index, write_split
+from tasks.model.build import save_model
 
 CLASSES = ["a", "b", "c", "d"]
 SIZE = 32
@@ -41,9 +41,12 @@ def make_images(folder: Path, n: int, seed: int) -> list[tuple[Path, np.ndarray]
     return out
 
 
+SPEC = Preprocess(SIZE, "stretch", 95)
+
+
 def shard_example(path: Path) -> bytes:
     """What augment stores for one image (the predict stage must reproduce it)."""
-    return imageio.encode_jpeg(imageio.resize(imageio.open_rgb(path), SIZE, "stretch"), 95)
+    return encode(path, SPEC)
 
 
 def make_shards(root: Path, n_val: int = 10, n_test: int = 12) -> Path:
@@ -54,7 +57,8 @@ def make_shards(root: Path, n_val: int = 10, n_test: int = 12) -> Path:
         items = make_images(root / "raw" / split, n, seed)
         rows = [(p.stem, shard_example(p), y) for p, y in items]
         splits[split] = {"count": n, "files": write_split(rows, shard_dir, split, 0.01)}
-    write_index(shard_dir, {"image_size": SIZE, "classes": CLASSES, "splits": splits})
+    write_index(shard_dir, {"image_size": SIZE, "resize": "stretch", "jpeg_quality": 95,
+                            "classes": CLASSES, "splits": splits})
     return shard_dir
 
 
@@ -70,6 +74,7 @@ def make_model(model_dir: Path, sign: float = 1.0) -> Path:
     model.get_layer("head").set_weights([np.full((3, 1), sign * 0.1 / 3, np.float32),
                                          np.array([-sign * 8.6], np.float32)])
     meta = {"classes": CLASSES, "image_size": SIZE, "input": "RGB 0..255", "backbone": "handset",
-            "weights": "none", "phase": "full", "params": {"sign": sign}, "preprocessing": "none"}
+            "weights": "none", "phase": "full", "params": {"sign": sign}, "preprocessing": "none",
+            "preprocess": SPEC.as_dict()}
     save_model(model, model_dir, meta)
     return model_dir

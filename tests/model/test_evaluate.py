@@ -78,3 +78,6 @@ def test_model_card_has_data_version_and_weakest_classes(evaluated):
     card = (root / "eval1" / "model_card.md").read_text()
     assert "shards index sha256" in card and "Weakest classes" in card and "| map |" in card
     assert str(root) not in card
+    # how to call the published model with image files (TF Serving REST, serving_bytes)
+    assert '{"signature_name": "serving_bytes", "instances": [{"b64": "%s"}]}' in card
+    assert "image preparation: channel_order RGB, image_size 32, jpeg_quality 95, resize stretch" in card

@@ -62,7 +62,8 @@ def test_published_version_holds_metadata_with_thresholds_and_preprocess(world):
     assert info["problems"] == [] and info["version"] == version
     meta = info["metadata"]
     assert meta["thresholds"]["classes"] == meta["classes"]
-    assert meta["preprocess"] == {"image_size": 32, "resize": "stretch", "jpeg_quality": 95}
+    assert meta["preprocess"] == {"image_size": 32, "resize": "stretch", "jpeg_quality": 95,
+                                  "channel_order": "RGB", "value_range": [0, 255]}
     assert set(info["manifest"]["files"]) >= {"model.keras", "metadata.json", "thresholds.json",
                                               "metrics.json", "model_card.md", "saved_model/saved_model.pb"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -31,6 +32,9 @@ def test_both_phases_write_model_metadata_history_and_live_plots(trained):
         meta = json.loads((out / "metadata.json").read_text())
         assert meta["phase"] == phase and meta["classes"] == ["a", "b", "c", "d"]
         assert meta["input"] == "RGB 0..255" and meta["image_size"] == 32
+        # complete at training time: how to prepare an image, from the shards' index
+        assert meta["preprocess"] == {"image_size": 32, "resize": "stretch", "jpeg_quality": 95,
+                                      "channel_order": "RGB", "value_range": [0, 255]}
         assert meta["data"]["shards_index_sha256"] and meta["backbone"] == "small_cnn"
         history = (out / "history.csv").read_text().splitlines()
         assert history[0].split(",") == ["epoch", "lr", "loss", "map", "p_at_1", "val_loss",
@@ -59,3 +63,14 @@ def test_two_runs_give_identical_weights_and_bytes(trained, tiny_shards, tmp_pat
     for x, y in zip(first.get_weights(), second.get_weights()):
         np.testing.assert_array_equal(x, y)
     assert (root / "models/frozen/model.keras").read_bytes() == (tmp_path / "frozen/model.keras").read_bytes()
+
+
+def test_shards_that_do_not_say_how_images_were_prepared_are_refused(tiny_shards, tmp_path):
+    shards = tmp_path / "shards"
+    shutil.copytree(tiny_shards, shards)
+    index = json.loads((shards / "index.json").read_text())
+    del index["resize"]
+    (shards / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=r"index.json lacks \['resize'\]"):
+        train.run("frozen", FROZEN, shard_dir=shards, models_dir=tmp_path / "m", checkpoints=tmp_path / "ck")
+    assert not (tmp_path / "m").exists()

@@ -43,6 +43,7 @@ def make_shards(shard_dir: Path, n_train: int = 16, n_val: int = 8, size: int = 
         x, y = images_and_labels(n, size, seed)
         rows = [(f"{split}{i:03d}", _jpeg(x[i]), y[i]) for i in range(n)]
         splits[split] = {"count": n, "files": write_split(rows, shard_dir, split, 0.01)}
-    write_index(shard_dir, {"image_size": size, "classes": CLASSES, "splits": splits})
+    write_index(shard_dir, {"image_size": size, "resize": "stretch", "jpeg_quality": 95,
+                            "classes": CLASSES, "splits": splits})
     (Path(shard_dir) / "policy.json").write_text(json.dumps(POLICY, sort_keys=True, indent=2))
     return Path(shard_dir)

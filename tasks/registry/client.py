@@ -43,7 +43,7 @@ MANIFEST = "MANIFEST.json"
 REQUIRED = ("model.keras", "metadata.json", "thresholds.json", "metrics.json", "model_card.md")
 
 __all__ = ["AliasConflict", "AliasRecord", "RegistryError", "S3Options", "Store", "VersionInfo", "build_manifest",
-           "get_alias", "is_complete", "list_versions", "open_store", "promote", "publish_version", "resolve",
+           "get_alias", "is_complete", "list_versions", "open_store", "promote", "publish_version", "record_gate", "resolve",
            "resolve_model_dir", "rollback", "s3_options", "set_alias", "show", "verify", "version_of"]
 
 
@@ -324,18 +324,34 @@ def resolve(store: Store, model: str, ref: str) -> str:
     return rec.version
 
 
+def record_gate(store: Store, model: str, version: str, decision: dict[str, Any]) -> None:
+    """Keep the publish gate's latest decision about ``version`` (also for refused candidates,
+    which have no version folder) at ``<model>/gate/<version>.json``."""
+    store.put_bytes(f"{model}/gate/{version}.json", _dump({"version": version, **decision}))
+
+
 def show(store: Store, model: str, ref: str) -> dict[str, Any]:
     """Everything about one version (``ref``: version or alias): manifest, metadata, metrics,
-    aliases, uri and the problems ``verify`` finds."""
-    version = resolve(store, model, ref)
+    aliases, uri, the problems ``verify`` finds and the gate's last decision about it. A
+    candidate the gate refused is not in the registry; for it, the decision alone (its checks,
+    the failing ones named, and the production version it was compared with)."""
+    gate = _json(store, f"{model}/gate/{ref}.json")
+    try:
+        version = resolve(store, model, ref)
+    except RegistryError:
+        if gate is None:
+            raise
+        return {"version": ref, "published": False, "gate": gate}
     return {
         "version": version,
         "uri": store.uri(f"{model}/{version}"),
         "aliases": sorted(a for a, v in _aliases(store, model).items() if v == version),
+        "alias_records": {a: asdict(get_alias(store, model, a)) for a in ([ref] if ref != version else [])},
         "manifest": _json(store, f"{model}/{version}/{MANIFEST}"),
         "metadata": _json(store, f"{model}/{version}/metadata.json"),
         "metrics": _json(store, f"{model}/{version}/metrics.json"),
         "problems": verify(store, model, version),
+        "gate": gate if ref == version else _json(store, f"{model}/gate/{version}.json"),
     }
 
 

@@ -184,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         from tasks.common.config import ConfigError
         from flows.deployment.results import ResultStorageError
 
-        if isinstance(e, (ConfigError, FileNotFoundError, ResultStorageError)):
+        from tasks.registry.stores import RegistryError
+
+        if isinstance(e, (ConfigError, FileNotFoundError, ResultStorageError, RegistryError)):
             sys.exit(f"tagsmith {args.command}: {e}")
         raise
 

@@ -151,6 +151,9 @@ def retrain(
     if not registry_holds_receipt.with_options(task_run_name="check-registry")(str(root)):
         get_run_logger().warning("publish: the registry lacks the version the receipt names; publishing again")
         runs[-1] = stage(root, "publish", force=True, **opts)
+    receipt = json.loads((root / report.ARTIFACTS["receipt"]).read_text())
+    if receipt.get("outcome") == "rejected":  # a decision, not a failure: say why, loudly
+        get_run_logger().warning("publish: %s", report.gate_summary(receipt))
     if experiment:
         state = record_experiment.with_options(task_run_name=f"experiment-{experiment}")(
             experiment, str(root), return_state=True)

@@ -170,6 +170,9 @@ def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD
             prod = registry.get_alias(store, cfg.model_name, cfg.alias)
             baseline = None
             if prod is not None and prod.version == version:
+                if not registry.is_complete(store, cfg.model_name, version):  # the store lost it
+                    export_saved_model(Path(model_dir), files / "saved_model")
+                    registry.publish_version(store, cfg.model_name, files)
                 outcome = "unchanged"
                 decision = gate.decide(None, version, rules=gate_rules(cfg), force=False,
                                        note=f"'{cfg.alias}' already is this content version; nothing to compare")

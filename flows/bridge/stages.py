@@ -82,9 +82,16 @@ def _repo(root: Path):  # type: ignore[no-untyped-def]
     return Repo(os.fspath(root))
 
 
+# The fingerprint of an ``always_changed`` stage (resolve_production): DVC keeps no run-cache
+# for such a stage, so there is nothing to key a cache on; the flow runs it every time.
+ALWAYS = "always-changed"
+
+
 def _stage_hash(stage: Any, name: str) -> str:
     from dvc.stage.cache import _can_hash, _get_stage_hash
 
+    if stage.always_changed:
+        return ALWAYS
     stage.save_deps()
     if not _can_hash(stage):
         missing = [str(d) for d in stage.deps if not d.exists]
@@ -93,7 +100,8 @@ def _stage_hash(stage: Any, name: str) -> str:
 
 
 def fingerprint(root: Path, name: str) -> str:
-    """DVC's run-cache key of ``name`` for the workspace as it is now (deps hashed on disk)."""
+    """DVC's run-cache key of ``name`` for the workspace as it is now (deps hashed on disk);
+    ``ALWAYS`` for an ``always_changed`` stage."""
     with _repo(root) as repo, repo.lock:
         return _stage_hash(repo.stage.collect(name)[0], name)
 
@@ -102,7 +110,7 @@ def inspect(root: Path, name: str) -> tuple[str, bool]:
     """``(fingerprint(root, name), is_current(root, name))``, opening the repository once."""
     with _repo(root) as repo, repo.lock:
         stage = repo.stage.collect(name)[0]
-        current = not stage.changed()
+        current = not stage.always_changed and not stage.changed()
         return _stage_hash(stage, name), current
 
 

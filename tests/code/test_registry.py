@@ -136,3 +136,29 @@ def test_concurrent_promotes_from_two_processes_one_wins_the_loser_names_the_win
     final = registry.get_alias(store, "m", "production")
     assert [h["version"] for h in final.history] == [v0, winner] and final.previous == v0
     assert [i.aliases for i in registry.list_versions(store, "m") if i.version == winner] == [["production"]]
+
+
+def test_resolved_inputs_change_only_with_what_each_stage_reads(tmp_path):
+    from tasks.common.config import PublishConfig, TrainFrozenConfig
+    from tasks.registry import resolved
+
+    reg = str(tmp_path / "reg")
+    store = registry.open_store(reg)
+    v1 = registry.publish_version(store, "m", make_files(tmp_path / "a", "a"))
+    v2 = registry.publish_version(store, "m", make_files(tmp_path / "b", "b"))
+    pub = PublishConfig(store=reg, model_name="m")
+    warm = TrainFrozenConfig(weights="production", registry_store=reg, registry_model="m")
+    cold = TrainFrozenConfig(weights="none", registry_store=reg, registry_model="m")
+    assert resolved.publish_input(pub)["version"] is None  # no production yet: still a definite input
+    registry.promote(store, "m", v1)
+    before = (resolved.publish_input(pub), resolved.train_frozen_input(warm), resolved.train_frozen_input(cold))
+    registry.promote(store, "m", v2)
+    after = (resolved.publish_input(pub), resolved.train_frozen_input(warm), resolved.train_frozen_input(cold))
+    assert before[0]["version"] == v1 and after[0]["version"] == v2
+    assert before[1]["version"] == v1 and after[1]["version"] == v2
+    assert before[2] == after[2] == {"reads_registry": False}  # weights none reads nothing
+    out = tmp_path / "artifacts" / "production"
+    resolved.write({"train_frozen": after[1]}, out)
+    assert resolved.pinned_version("train_frozen", reg, "m", "production", out) == v2
+    assert resolved.pinned_version("train_frozen", reg, "m", "staging", out) is None  # another alias
+    assert resolved.pinned_version("publish", reg, "m", "production", out) is None  # never resolved

@@ -1,0 +1,35 @@
+"""Stage resolve_production: resolve the registry aliases the pipeline reads to version ids.
+
+    python -m tasks.resolve_production
+
+Writes artifacts/production/publish.json and train_frozen.json (tasks/registry/resolved.py);
+``always_changed`` in dvc.yaml, so it runs on every ``dvc repro`` and flow run (one alias
+read each), and the stages that read the registry are stale exactly when an alias they read
+has moved (``tagsmith registry promote``/``rollback``, or another run's publish).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tasks.common.config import ConfigError, PublishConfig, TrainFrozenConfig, load
+from tasks.registry import resolved
+from tasks.registry.stores import RegistryError
+
+
+def main() -> None:
+    """Entry point of ``python -m tasks.resolve_production``."""
+    try:
+        inputs = {"publish": resolved.publish_input(load(PublishConfig)),
+                  "train_frozen": resolved.train_frozen_input(load(TrainFrozenConfig))}
+    except (ConfigError, RegistryError) as e:
+        sys.exit(f"resolve_production: error: {e}")
+    resolved.write(inputs)
+    for stage, data in inputs.items():
+        what = (f"{data['store']}/{data['model']}@{data['alias']} = {data['version'] or 'unset'}"
+                if "alias" in data else "nothing from the registry")
+        print(f"resolve_production: {stage} reads {what}")
+
+
+if __name__ == "__main__":
+    main()

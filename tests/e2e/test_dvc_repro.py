@@ -4,6 +4,7 @@ registry alias (promote, rollback) makes exactly the stages that read it stale, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -94,8 +95,10 @@ def stale_after_resolving(repo: Path) -> set[str]:
 
 
 def fingerprints(repo: Path) -> dict[str, str]:
-    """The flow's cache key of every stage (DVC's run-cache key, flows/bridge/stages.py)."""
-    return {name: stages.fingerprint(repo, name) for name in STAGES}
+    """The flow's cache key of every stage (DVC's run-cache key, flows/bridge/stages.py),
+    computed from the workspace as the flow does (it runs there)."""
+    with contextlib.chdir(repo):
+        return {name: stages.fingerprint(repo, name) for name in STAGES}
 
 
 def settle(repo: Path) -> None:

@@ -37,20 +37,23 @@ import yaml
 
 from benchmarks import common, harness
 
-STAGES = ["ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
-OUTS = ["artifacts/dataset", "artifacts/shards", "artifacts/models/frozen", "artifacts/models/full",
-        "artifacts/eval", "artifacts/publish"]
+STAGES = ["resolve_production", "ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
+OUTS = ["artifacts/production", "artifacts/dataset", "artifacts/shards", "artifacts/models/frozen",
+        "artifacts/models/full", "artifacts/eval", "artifacts/publish"]
+CACHEABLE = len(STAGES) - 1  # resolve_production is always_changed: it runs on every run
 
 
 def stub_pipeline(repo: Path) -> None:
-    """Replace the repo's dvc.yaml by six stages of the same names that each write one file
-    (publish also its receipt, saying nothing was published)."""
+    """Replace the repo's dvc.yaml by stages of the same names that each write one file."""
     stages, dep = {}, "data"
     for name, out in zip(STAGES, OUTS):
         code = f"import pathlib; p = pathlib.Path('{out}'); p.mkdir(parents=True, exist_ok=True); (p / 'out.txt').write_text('{name}')"
         if name == "publish":  # the flow reads publish's receipt (nothing published: no registry check)
             code += "; import json; (p / 'receipt.json').write_text(json.dumps({'published': False}))"
         stages[name] = {"cmd": f'python -c "{code}"', "deps": [dep], "outs": [out]}
+        if name == "resolve_production":
+            stages[name] |= {"always_changed": True, "deps": ["data"]}
+            continue
         dep = out
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
 
@@ -183,7 +186,7 @@ def run(scale: float = 1.0, reps: int = 5, out_dir: Path = common.RESULTS, comma
         print(f"  first flow run (all stages ran): {first:.1f} s", flush=True)
         dvc = [sys.executable, "-m", "dvc"]
         variants = {
-            "flow_cached_server": lambda: _timed(flow, repo, server_env, "Cached(", len(STAGES)),
+            "flow_cached_server": lambda: _timed(flow, repo, server_env, "Cached(", CACHEABLE),
             "dvc_repro_noop": lambda: _timed(dvc + ["repro"], repo, server_env, "up to date"),
             "dvc_status": lambda: _timed(dvc + ["status"], repo, server_env, "up to date"),
         }
@@ -192,7 +195,7 @@ def run(scale: float = 1.0, reps: int = 5, out_dir: Path = common.RESULTS, comma
         variants["diag_stage_checks_in_process"] = lambda: _printed(STAGE_CHECKS, repo, server_env)
         variants["diag_has_remote"] = lambda: _printed(HAS_REMOTE, repo, server_env)
         if not stub:  # a smoke run skips it: starting a temporary server costs ~20 s a time
-            variants["flow_cached_temp_server"] = lambda: _timed(flow, repo, temp_env, "Cached(", len(STAGES))
+            variants["flow_cached_temp_server"] = lambda: _timed(flow, repo, temp_env, "Cached(", CACHEABLE)
         m = harness.interleave(variants, reps, max_foreign_load=max_foreign_load)
     finally:
         if proc is not None:

@@ -62,7 +62,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from flows.bridge import stages
 
     root = Path(args.workspace).resolve()
-    for name in stages.pipeline(root):
+    names = stages.pipeline(root)
+    if args.refresh:  # the registry is outside the workspace: ask it whether an alias moved
+        for name in names:
+            if stages.fingerprint(root, name) == stages.ALWAYS:
+                stages.repro(root, name, log=lambda line: None)
+                print(f"{name:13s} {'(re-resolved)':16s}  runs on every repro")
+    for name in names:
+        if args.refresh and stages.fingerprint(root, name) == stages.ALWAYS:
+            continue
         try:
             key, current = stages.inspect(root, name)
             print(f"{name:13s} {key[:16]}  {'current' if current else 'stale'}")
@@ -202,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="fingerprint of each stage and whether it is current")
     s.add_argument("--workspace", default=".", help="the repository checkout (default: .)")
+    s.add_argument("--no-refresh", dest="refresh", action="store_false",
+                   help="do not run resolve_production first (then a moved alias shows only after the next run)")
     s.set_defaults(func=_cmd_status)
 
     sp = sub.add_parser("splits", help="record the splits ingest gave new images (init: an empty ledger)")

@@ -27,7 +27,7 @@ from flows.bridge.overrides import FLOW_PARAMS, apply_overrides, flow_overrides 
 from tasks.common.config import BackboneName, LossName, ResizeMode, WeightsKind  # noqa: E402
 from flows.deployment import results  # noqa: E402
 
-STAGES = ["ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
+STAGES = ["resolve_production", "ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
 
 
 def _stage_key(_: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -40,6 +40,12 @@ def run_stage(stage: str, fingerprint: str, workspace: str, pull: bool = False, 
     """Bring one dvc.yaml stage up to date; its result is the stage's dvc.lock entry."""
     log = get_run_logger()
     return stages.repro(Path(workspace), stage, pull=pull, force=force, log=log.info).to_dict()
+
+
+@task
+def run_always(stage: str, workspace: str, pull: bool = False) -> dict[str, Any]:
+    """Run an ``always_changed`` stage (resolve_production): never cached, as in ``dvc repro``."""
+    return stages.repro(Path(workspace), stage, pull=pull, log=get_run_logger().info).to_dict()
 
 
 @task(retries=3, retry_delay_seconds=[5, 20, 60])
@@ -84,6 +90,8 @@ def stage(root: Path, name: str, *, refresh: bool, remote: bool, force: bool = F
     ``force`` runs the stage's command even if DVC and Prefect hold it as cached.
     """
     key, current = stages.inspect(root, name)
+    if key == stages.ALWAYS:
+        return run_always.with_options(name=name, task_run_name=name)(name, str(root), pull=remote)
     run_name = f"{name}-forced" if force else name
     state = run_stage.with_options(name=name, task_run_name=run_name, refresh_cache=refresh or force)(
         name, key, str(root), pull=remote, force=force, return_state=True)
@@ -146,6 +154,7 @@ def retrain(
     opts = {"refresh": refresh_cache, "remote": remote}
 
     runs = [
+        stage(root, "resolve_production", **opts),  # first: the stages reading the registry key on it
         stage(root, "ingest", **opts),
         stage(root, "augment", **opts),
         stage(root, "train_frozen", **opts),
@@ -156,6 +165,9 @@ def retrain(
     if not registry_holds_receipt.with_options(task_run_name="check-registry")(str(root)):
         get_run_logger().warning("publish: the registry lacks the version the receipt names; publishing again")
         runs[-1] = stage(root, "publish", force=True, **opts)
+    receipt = json.loads((root / report.ARTIFACTS["receipt"]).read_text())
+    if receipt.get("outcome") == "rejected":  # a decision, not a failure: say why, loudly
+        get_run_logger().warning("publish: %s", report.gate_summary(receipt))
     if experiment:
         state = record_experiment.with_options(task_run_name=f"experiment-{experiment}")(
             experiment, str(root), return_state=True)

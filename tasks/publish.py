@@ -3,15 +3,19 @@
     python -m tasks.publish
 
 Reads artifacts/models/full, artifacts/eval and artifacts/shards; writes
-artifacts/publish/receipt.json and gate.md (no timestamps). The gate (tasks/evaluation/gate.py) compares
-the candidate's test mAP with production's, recomputed on the same test shards. If it passes
-(or publish.force), the version is uploaded to publish.store (tasks/registry/client.py) and
-publish.alias is moved to it, last. A REJECTION EXITS 0: the receipt says "rejected" and
-the alias stays where it was. Registry failures (S3 down...) exit 1 with the reason.
+artifacts/publish/receipt.json and gate.md (no timestamps). The gate (tasks/evaluation/gate.py)
+scores production on the same test images as the candidate (evaluate's predictions.csv) and
+checks mAP, P@1, per-class AP and optionally a paired bootstrap. If every check passes (or
+publish.force), the version is uploaded to publish.store (tasks/registry/client.py) and
+publish.alias is moved to it, last, by compare-and-swap against the production version the
+gate compared with. The decision is also recorded in the registry (<model>/gate/<version>.json).
+A REJECTION EXITS 0: the receipt says "rejected", names the failing checks, and the alias stays
+where it was. Registry failures (S3 down, the alias kept moving) exit 1 with the reason.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -20,12 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.evaluation import gate, scoring
+import numpy as np
+
+from tasks.evaluation import gate, metrics, scoring
 from tasks.registry import client as registry
 from tasks.dataset import shards
 from tasks.common import paths
 from tasks.common.config import PublishConfig, load
-from tasks.common.errors import stage_main
+from tasks.common.errors import DataError, stage_main
 from tasks.common.files import write_json
 from tasks.dataset.preprocess import Preprocess
 
@@ -56,11 +62,13 @@ def export_saved_model(model_dir: Path, out: Path) -> None:
     export(model, Preprocess.from_metadata(meta, model_dir), out)
 
 
-def stage_files(model_dir: Path, eval_dir: Path, shard_dir: Path, dest: Path) -> None:
-    """Lay out one registry version in ``dest``: model, metadata (+thresholds), eval files."""
+def stage_files(model_dir: Path, eval_dir: Path, shard_dir: Path, dest: Path, saved_model: bool = True) -> None:
+    """Lay out one registry version in ``dest``: model, metadata (+thresholds, preprocess), eval
+    files and (``saved_model``) the SavedModel export, which the version name does not cover."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_dir / "model.keras", dest / "model.keras")
-    export_saved_model(model_dir, dest / "saved_model")
+    if saved_model:
+        export_saved_model(model_dir, dest / "saved_model")
     for name in EVAL_FILES:
         shutil.copyfile(eval_dir / name, dest / name)
     meta = json.loads((model_dir / "metadata.json").read_text())
@@ -68,11 +76,19 @@ def stage_files(model_dir: Path, eval_dir: Path, shard_dir: Path, dest: Path) ->
     write_json(dest / "metadata.json", meta)
 
 
-def baseline_metrics(version_dir: Path, shard_dir: Path, batch_size: int) -> tuple[dict | None, str]:
-    """Production's numbers on the current test shards, computed as evaluate computes them.
+def candidate_scores(eval_dir: Path) -> tuple[list[str], np.ndarray]:
+    """The candidate's test scores as evaluate wrote them (predictions.csv: id, one column per class)."""
+    with open(Path(eval_dir) / "predictions.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    return [r[0] for r in rows[1:]], np.array([[float(v) for v in r[1:]] for r in rows[1:]], dtype=np.float64)
+
+
+def baseline_scores(version_dir: Path, shard_dir: Path, batch_size: int
+                    ) -> tuple[tuple[list[str], np.ndarray, np.ndarray] | None, str]:
+    """Production's scores on the current test shards, computed and rounded as evaluate does.
 
     Returns:
-        (metrics or None when production cannot be compared, note saying why not).
+        ((ids, labels, scores) or None when production cannot be compared, note saying why not).
     """
     from tasks.model.build import load_model
 
@@ -82,13 +98,47 @@ def baseline_metrics(version_dir: Path, shard_dir: Path, batch_size: int) -> tup
         return None, "no comparable baseline: production has different classes"
     if int(meta["image_size"]) != int(index["image_size"]):
         return None, "no comparable baseline: production expects another image_size"
-    thr = scoring.read_thresholds(version_dir, len(meta["classes"]))
-    return scoring.split_metrics(model, shard_dir, "test", batch_size, thr), ""
+    ids, y, s = scoring.rounded_scores(model, shard_dir, "test", batch_size)
+    return (ids, y, s.astype(np.float64)), ""
+
+
+def gate_rules(cfg: PublishConfig) -> gate.Rules:
+    """The gate thresholds of the publish section."""
+    return gate.Rules(**{name: getattr(cfg, name) for name in gate.Rules.__dataclass_fields__})
+
+
+def compare_with_production(cfg: PublishConfig, prod_version: str, cand: tuple[list[str], np.ndarray],
+                            classes: list[str], shard_dir: Path, force: bool
+                            ) -> tuple[gate.GateDecision, dict[str, Any] | None]:
+    """Score production on the candidate's test images and run every gate check.
+
+    Returns:
+        (decision, production's summary metrics on those images or None).
+    """
+    prod_dir = registry.resolve_model_dir(cfg.store, cfg.model_name, prod_version, Path(cfg.cache_dir),
+                                          registry.s3_options(cfg))
+    scored, note = baseline_scores(prod_dir, Path(shard_dir), cfg.batch_size)
+    rules = gate_rules(cfg)
+    if scored is None:
+        return gate.decide(None, prod_version, rules=rules, force=force, note=note), None
+    ids, y, s_base = scored
+    if ids != cand[0]:
+        raise DataError("the candidate's predictions.csv does not list the test images of the shards "
+                        "(evaluate and publish must read the same artifacts/shards)")
+    checks, unchecked = gate.compare(y, cand[1], s_base, classes, rules)
+    thr = scoring.read_thresholds(prod_dir, y.shape[1])
+    baseline = scoring.round_metrics(metrics.summary_metrics(y, s_base, thr))
+    return gate.decide(checks, prod_version, rules=rules, force=force, unchecked=unchecked), baseline
 
 
 def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD_DIR,
         eval_dir: Path = EVAL_DIR, out_dir: Path = OUT_DIR) -> PublishSummary:
     """Gate, publish and move the alias; write receipt.json and gate.md.
+
+    The alias write is a compare-and-swap against the production version the gate compared
+    with: when another writer moved the alias meanwhile, the candidate is compared again
+    with the new production model (at most ``cfg.alias_attempts`` comparisons), never
+    written over it unseen.
 
     Args:
         cfg: the publish section.
@@ -97,35 +147,54 @@ def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD
     Returns:
         PublishSummary; a rejection is a normal return, not an exception.
     Raises:
-        registry.RegistryError: the store failed; nothing was aliased.
+        registry.RegistryError: the store failed, or the alias kept moving; nothing was
+            overwritten.
     """
-    opts = registry.s3_options(cfg)
-    store = registry.open_store(cfg.store, opts)
+    store = registry.open_store(cfg.store, registry.s3_options(cfg))
     candidate = json.loads((Path(eval_dir) / "metrics.json").read_text())
-    prod = registry.get_alias(store, cfg.model_name, cfg.alias)
+    classes = list(shards.read_index(Path(shard_dir))["classes"])
+    cand = candidate_scores(Path(eval_dir))
+    moves: list[dict[str, str | None]] = []  # alias moves by other writers seen while gating
     with tempfile.TemporaryDirectory(prefix="tagsmith-publish-") as tmp:
         files = Path(tmp) / "version"
-        stage_files(Path(model_dir), Path(eval_dir), Path(shard_dir), files)
-        version = registry.version_of(registry.build_manifest(files))
-        baseline, note = None, ""
-        if prod is not None and prod.version != version:
-            prod_dir = registry.resolve_model_dir(cfg.store, cfg.model_name, prod.version,
-                                                  Path(cfg.cache_dir), opts)
-            baseline, note = baseline_metrics(prod_dir, Path(shard_dir), cfg.batch_size)
-        decision = gate.decide(candidate["map"], None if baseline is None else baseline["map"],
-                               prod.version if prod else None, max_map_drop=cfg.max_map_drop,
-                               must_improve=cfg.must_improve, force=cfg.force, note=note)
-        if prod is not None and prod.version == version:
-            outcome = "unchanged"
-            decision = gate.decide(candidate["map"], None, version, max_map_drop=cfg.max_map_drop,
-                                   must_improve=cfg.must_improve, force=False,
-                                   note=f"'{cfg.alias}' already is this content version; nothing to compare")
-        elif decision.publish:
+        stage_files(Path(model_dir), Path(eval_dir), Path(shard_dir), files, saved_model=False)
+        version = registry.version_of(registry.build_manifest(files))  # the export is not part of it
+        for _ in range(cfg.alias_attempts):
+            prod = registry.get_alias(store, cfg.model_name, cfg.alias)
+            baseline = None
+            if prod is not None and prod.version == version:
+                if not registry.is_complete(store, cfg.model_name, version):  # the store lost it
+                    export_saved_model(Path(model_dir), files / "saved_model")
+                    registry.publish_version(store, cfg.model_name, files)
+                outcome = "unchanged"
+                decision = gate.decide(None, version, rules=gate_rules(cfg), force=False,
+                                       note=f"'{cfg.alias}' already is this content version; nothing to compare")
+                break
+            if prod is None:
+                decision = gate.decide(None, None, rules=gate_rules(cfg), force=cfg.force)
+            else:
+                decision, baseline = compare_with_production(cfg, prod.version, cand, classes, Path(shard_dir), cfg.force)
+            if not decision.publish:
+                outcome = "rejected"
+                break
+            if not (files / "saved_model").exists():
+                export_saved_model(Path(model_dir), files / "saved_model")
             registry.publish_version(store, cfg.model_name, files)
-            registry.set_alias(store, cfg.model_name, cfg.alias, version)
+            try:
+                registry.set_alias(store, cfg.model_name, cfg.alias, version,
+                                   expected=prod.version if prod else None, via="publish")
+            except registry.AliasConflict as e:
+                moves.append({"from": prod.version if prod else None, "to": e.winner.version if e.winner else None})
+                print(f"publish: '{cfg.alias}' moved to {moves[-1]['to']} while gating {version}; "
+                      "comparing again with it")
+                continue
             outcome = "forced" if decision.forced else "published"
+            break
         else:
-            outcome = "rejected"
+            raise registry.RegistryError(
+                f"'{cfg.alias}' moved {len(moves)} times while {version} was being gated "
+                f"({' -> '.join(str(m['to']) for m in moves)}); it was not overwritten. Re-run publish "
+                f"to compare with the production model then current.")
     moved = outcome in ("published", "forced")
     receipt = {
         "model_name": cfg.model_name, "store": cfg.store, "alias": cfg.alias, "version": version,
@@ -133,8 +202,13 @@ def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD
         "published": moved or outcome == "unchanged", "alias_moved": moved,
         "alias_version": version if moved or outcome == "unchanged" else (prod.version if prod else None),
         "alias_previous": (prod.version if prod else None) if moved else None,
+        "compared_with": decision.baseline_version if outcome != "unchanged" else None,
+        "alias_moves_seen": moves,
         "gate": decision.as_dict(), "candidate": candidate, "baseline": baseline,
     }
+    if outcome != "unchanged":  # `tagsmith registry show <version>` shows why it is (not) production
+        registry.record_gate(store, cfg.model_name, version, {k: receipt[k] for k in (
+            "alias", "outcome", "compared_with", "gate", "candidate", "baseline")})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "receipt.json", receipt)
@@ -148,7 +222,8 @@ def main() -> None:
     s = stage_main("publish", lambda: run(load(PublishConfig)))
     g = s.receipt["gate"]
     if s.outcome == "rejected":
-        print(f"publish: gate REJECTED {s.version}: {g['reason']}")
+        print(f"publish: gate REJECTED {s.version} against {g['baseline_version']}: {g['reason']}")
+        print(f"publish: failing checks: {', '.join(g['failed'])} (tagsmith registry show {s.version})")
         print(f"publish: not published, alias '{s.receipt['alias']}' not moved "
               "(a gate decision, not a failure; set publish.force=true to override)")
     elif s.outcome == "unchanged":

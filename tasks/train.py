@@ -42,6 +42,7 @@ from tasks.dataset.preprocess import Preprocess  # noqa: E402
 from tasks.dataset.shards import make_dataset, read_index  # noqa: E402
 from tasks.model.train_loop import fit_epochs  # noqa: E402
 from tasks.model.weights import Registry, apply_warm_start, build_base_with_weights, warm_start_source  # noqa: E402
+from tasks.registry.resolved import pinned_version  # noqa: E402
 
 SHARDS = paths.SHARDS
 MODELS = paths.MODELS
@@ -173,12 +174,14 @@ def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path
             base, origin = build_base_with_weights(cfg.backbone, size, cfg.weights)
             model = M.build_model(base, cfg.backbone, len(classes), dropout=cfg.dropout,
                                   policy=policy, seed=cfg.seed)
+            pinned = pinned_version("train_frozen", cfg.registry_store, cfg.registry_model, cfg.registry_alias)
             source = warm_start_source(cfg.weights, Registry(
-                cfg.registry_store, cfg.registry_model, cfg.registry_alias))
+                cfg.registry_store, cfg.registry_model, cfg.registry_alias, pinned))
             if source is not None:
                 origin = apply_warm_start(model, source, cfg.backbone, classes)
                 if cfg.weights == "production":
-                    origin = f"production:{cfg.registry_store}/{cfg.registry_model}@{cfg.registry_alias} {origin}"
+                    origin = (f"production:{cfg.registry_store}/{cfg.registry_model}@{cfg.registry_alias}"
+                              f"={source.name} {origin}")
             meta_extra = {"backbone": cfg.backbone, "weights": origin}
         else:
             assert isinstance(cfg, TrainFullConfig)

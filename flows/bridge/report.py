@@ -18,6 +18,7 @@ ARTIFACTS = {
     "per_class": paths.EVAL / "per_class.csv",
     "model_card": paths.EVAL / "model_card.md",
     "receipt": paths.PUBLISH / "receipt.json",
+    "gate": paths.PUBLISH / "gate.md",
     "model": paths.FULL_MODEL,
     "eval": paths.EVAL,
 }
@@ -74,14 +75,27 @@ def publish_run_report(root: Path, results: list[dict[str, Any]], changed: dict[
         create_table_artifact(curves, key="training-curves", description="Per-epoch loss, mAP and P@1 (train and val)")
     receipt = summary["publish"]
     if receipt:
+        gate_md = root / ARTIFACTS["gate"]
         create_markdown_artifact(
-            "## Publish decision\n\n```json\n" + json.dumps(receipt, indent=2, sort_keys=True) + "\n```",
-            key="publish", description="Quality gate decision and registry version",
+            (gate_md.read_text() + "\n" if gate_md.exists() else "")
+            + "## Receipt\n\n```json\n" + json.dumps(receipt, indent=2, sort_keys=True) + "\n```",
+            key="publish", description=gate_summary(receipt) or "Quality gate decision and registry version",
         )
     card = root / ARTIFACTS["model_card"]
     if card.exists():
         create_markdown_artifact(card.read_text(), key="model-card", description="Model card")
     return summary
+
+
+def gate_summary(receipt: dict[str, Any]) -> str:
+    """One line: the gate's verdict, the production version compared with, the failing checks."""
+    gate = receipt.get("gate") or {}
+    if not gate:
+        return ""
+    line = f"gate {receipt.get('outcome')}: {receipt.get('version')} vs {gate.get('baseline_version') or 'no production'}"
+    if gate.get("failed"):
+        line += "; failing checks: " + ", ".join(gate["failed"])
+    return line
 
 
 def render_text(summary: dict[str, Any]) -> str:
@@ -92,5 +106,7 @@ def render_text(summary: dict[str, Any]) -> str:
     receipt = summary["publish"]
     if receipt:
         lines += ["", "Publish: " + ", ".join(f"{k}={receipt[k]}" for k in ("outcome", "version", "uri") if k in receipt)]
+        if gate_summary(receipt):
+            lines.append("  " + gate_summary(receipt))
     lines += ["", "Outputs:"] + [f"  {k:10s} {v}" for k, v in summary["paths"].items()]
     return "\n".join(lines)

@@ -90,11 +90,16 @@ def _target(root: Path, name: str) -> str:
     resolves a bare name against the current directory, which need not be ``root``."""
     root = Path(root).resolve()
     return str(root / name) if name.endswith(".dvc") else f"{root / 'dvc.yaml'}:{name}"
+# The fingerprint of an ``always_changed`` stage (resolve_production): DVC keeps no run-cache
+# for such a stage, so there is nothing to key a cache on; the flow runs it every time.
+ALWAYS = "always-changed"
 
 
 def _stage_hash(stage: Any, name: str) -> str:
     from dvc.stage.cache import _can_hash, _get_stage_hash
 
+    if stage.always_changed:
+        return ALWAYS
     stage.save_deps()
     if not _can_hash(stage):
         missing = [str(d) for d in stage.deps if not d.exists]
@@ -103,7 +108,8 @@ def _stage_hash(stage: Any, name: str) -> str:
 
 
 def fingerprint(root: Path, name: str) -> str:
-    """DVC's run-cache key of ``name`` for the workspace as it is now (deps hashed on disk)."""
+    """DVC's run-cache key of ``name`` for the workspace as it is now (deps hashed on disk);
+    ``ALWAYS`` for an ``always_changed`` stage."""
     with _repo(root) as repo, repo.lock:
         return _stage_hash(repo.stage.collect(_target(root, name))[0], name)
 
@@ -112,7 +118,7 @@ def inspect(root: Path, name: str) -> tuple[str, bool]:
     """``(fingerprint(root, name), is_current(root, name))``, opening the repository once."""
     with _repo(root) as repo, repo.lock:
         stage = repo.stage.collect(_target(root, name))[0]
-        current = not stage.changed()
+        current = not stage.always_changed and not stage.changed()
         return _stage_hash(stage, name), current
 
 

@@ -155,8 +155,17 @@ class PublishConfig(Section):
     store: str = "registry"  # a local folder, or s3://bucket/prefix
     model_name: str = "tagsmith"
     alias: str = "production"
-    max_map_drop: float = Field(0.01, ge=0.0)  # gate: allowed mAP drop against production
-    must_improve: bool = False
+    # The gate (tasks/evaluation/gate.py): candidate vs production on the same test images.
+    max_map_drop: float = Field(0.01, ge=0.0, le=1.0)  # allowed mAP drop against production
+    must_improve: bool = False  # also require a higher mAP
+    max_p1_drop: float = Field(0.01, ge=0.0, le=1.0)  # allowed P@1 drop
+    min_support: int = Field(20, ge=1)  # classes with at least this many test images get a per-class check
+    max_class_drop: float = Field(0.05, ge=0.0, le=1.0)  # allowed AP drop of any such class
+    bootstrap: bool = False  # also require the mAP rule at `confidence` (paired bootstrap over test images)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    bootstrap_samples: int = Field(1000, ge=100)
+    bootstrap_seed: int = 0  # fixed: the same inputs give the same verdict
+    alias_attempts: int = Field(3, ge=1, le=10)  # re-compare when production moved meanwhile, this often
     force: bool = False  # publish even if the gate says no (recorded as forced)
     batch_size: int = Field(64, ge=1)  # scoring production on the test shards for the gate
     cache_dir: str = ".cache/registry"  # S3 versions are downloaded here (verified) to be loaded

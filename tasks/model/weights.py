@@ -6,7 +6,8 @@
 - a path: a tagsmith model folder or ``.keras`` file (warm start, see below), or a headless
   ``.h5`` / ``.weights.h5`` file of the base (keras.applications "notop" layout).
 - ``production``: warm start from the model the registry's alias points at
-  (tasks/registry/client.py ``resolve_model_dir``).
+  (tasks/registry/client.py ``resolve_model_dir``), pinned to the version resolve_production
+  resolved it to, so the stage's DVC fingerprint names the model it really started from.
 - ``none``: random initialisation.
 
 A warm start copies the base; the head is copied only when the class list is the same, else
@@ -42,6 +43,7 @@ class Registry:
     store: str = "registry"
     model_name: str = "tagsmith"
     alias: str = "production"
+    version: str | None = None  # the alias resolved by resolve_production: load exactly this one
 
 
 def imagenet_cache_file(backbone: str) -> Path:
@@ -87,7 +89,7 @@ def warm_start_source(weights: str, registry: Registry) -> Path | None:
             from tasks.registry.client import resolve_model_dir
         except ImportError as e:
             raise WeightsError("weights: production needs tasks/registry/client.py") from e
-        return Path(resolve_model_dir(registry.store, registry.model_name, registry.alias,
+        return Path(resolve_model_dir(registry.store, registry.model_name, registry.version or registry.alias,
                                       cache_dir=REGISTRY_CACHE))
     path = Path(weights)
     if not path.exists():

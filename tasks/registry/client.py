@@ -4,7 +4,8 @@ Layout::
 
     <store>/<model>/<version>/model.keras, saved_model/..., metadata.json, thresholds.json,
                               metrics.json, model_card.md, MANIFEST.json
-    <store>/<model>/aliases/<alias>.json   {"version", "set_at", "by", "previous"}
+    <store>/<model>/aliases/<alias>.json   {"version", "set_at", "by", "via", "previous", "history"}
+    <store>/<model>/gate/<version>.json    the last gate decision about a candidate (publish)
 
 A version's name comes from its content: "v-" + the first 12 hex of the sha256 of its
 manifest (path -> sha256 + size of every file), so publishing the same files twice is a
@@ -12,6 +13,12 @@ no-op. Write order is the safety: files first (each verified), MANIFEST.json aft
 then the whole version is verified against it, and only then may an alias point at it. A
 version without MANIFEST.json is incomplete and never resolved; an interrupted publish
 leaves at most such a folder, and a re-run completes it.
+
+An alias write is compare-and-swap (the store's ``put_if``): it replaces exactly the alias
+object the writer read, so of two promotes, rollbacks or publishes racing on one alias one
+wins and the other gets ``AliasConflict`` naming the winner; nothing is silently lost. The
+alias object carries its own history (every write that won, oldest first), so the history
+cannot disagree with the alias: it is one object written in one conditional write.
 
 Library only (the lead's CLI `tagsmith registry ...` wraps these); functions return data.
 """
@@ -24,21 +31,24 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from tasks.common.config import PublishConfig
-from tasks.common.files import sha256_file
-from tasks.registry.stores import RegistryError, S3Options, Store, open_store
+from tasks.common.files import json_text, sha256_file
+from tasks.registry.stores import RegistryError, S3Options, Store, WriteConflict, open_store
 
 MANIFEST = "MANIFEST.json"
 REQUIRED = ("model.keras", "metadata.json", "thresholds.json", "metrics.json", "model_card.md")
 
-__all__ = ["AliasRecord", "RegistryError", "S3Options", "Store", "VersionInfo", "build_manifest",
-           "get_alias", "is_complete", "list_versions", "open_store", "promote", "publish_version", "resolve",
+__all__ = ["AliasConflict", "AliasRecord", "RegistryError", "S3Options", "Store", "VersionInfo", "build_manifest",
+           "get_alias", "is_complete", "list_versions", "open_store", "promote", "publish_version", "record_gate", "resolve",
            "resolve_model_dir", "rollback", "s3_options", "set_alias", "show", "verify", "version_of"]
+
+
+HISTORY_MAX = 200  # alias writes kept in the alias object (read on every resolve: keep it small)
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,19 @@ class AliasRecord:
     set_at: str
     by: str
     previous: str | None
+    via: str | None = None  # promote | rollback | publish
+    history: list[dict[str, Any]] = field(default_factory=list)  # {"version", "set_at", "by", "via"}
+
+
+class AliasConflict(RegistryError):
+    """An alias write that lost: the alias moved between the writer's read and its write."""
+
+    def __init__(self, message: str, alias: str, wanted: str, winner: AliasRecord | None) -> None:
+        super().__init__(message)
+        self.alias, self.wanted, self.winner = alias, wanted, winner
+
+
+ANY = object()  # set_alias(expected=ANY): whatever the alias pointed at when read
 
 
 @dataclass(frozen=True)
@@ -105,7 +128,7 @@ def _json(store: Store, key: str) -> Any | None:
 
 
 def _dump(obj: Any) -> bytes:
-    return (json.dumps(obj, sort_keys=True, indent=2) + "\n").encode()
+    return json_text(obj).encode()
 
 
 def verify(store: Store, model: str, version: str) -> list[str]:
@@ -171,37 +194,80 @@ def publish_version(store: Store, model_name: str, files_dir: Path) -> str:
     return version
 
 
+def _record(raw: dict[str, Any]) -> AliasRecord:
+    fields = {k: raw[k] for k in AliasRecord.__dataclass_fields__ if k in raw}
+    fields.setdefault("previous", None)
+    return AliasRecord(**{**fields, "history": list(raw.get("history") or [])})
+
+
+def _read_alias(store: Store, model: str, alias: str) -> tuple[AliasRecord | None, str | None]:
+    """(record, the store's token for that exact state), (None, None) when unset."""
+    got = store.get_tagged(f"{model}/aliases/{alias}.json")
+    return (None, None) if got is None else (_record(json.loads(got[0])), got[1])
+
+
 def get_alias(store: Store, model: str, alias: str) -> AliasRecord | None:
     """The alias record, or None when the alias was never set."""
-    raw = _json(store, f"{model}/aliases/{alias}.json")
-    return None if raw is None else AliasRecord(**{k: raw.get(k) for k in AliasRecord.__dataclass_fields__})
+    return _read_alias(store, model, alias)[0]
 
 
-def set_alias(store: Store, model: str, alias: str, version: str, by: str | None = None) -> AliasRecord:
-    """Point ``alias`` at ``version`` after verifying the version; a no-op if it already does.
+def _conflict(store: Store, model: str, alias: str, wanted: str, why: str) -> AliasConflict:
+    winner = get_alias(store, model, alias)
+    now = (f"it now points at {winner.version} (set by {winner.by} via {winner.via or 'set'} at "
+           f"{winner.set_at})") if winner else "it is now unset"
+    return AliasConflict(f"{store.uri(f'{model}/aliases/{alias}.json')}: not moved to {wanted}: {why}; "
+                         f"{now}. Nothing was overwritten; check the new target and retry if "
+                         f"{wanted} should still replace it.", alias, wanted, winner)
 
+
+def set_alias(store: Store, model: str, alias: str, version: str, by: str | None = None, *,
+              expected: object = ANY, via: str = "promote") -> AliasRecord:
+    """Point ``alias`` at ``version`` with a compare-and-swap; a no-op if it already does.
+
+    Args:
+        store, model, alias: which alias.
+        version: a complete version (verified first).
+        by: who (default: $TAGSMITH_USER, else the login name).
+        expected: the version the caller's decision was based on (None: unset); ANY accepts
+            whatever the alias holds when read here.
+        via: what moved it (promote | rollback | publish), kept in the record and its history.
+    Returns:
+        The record now in the store.
     Raises:
+        AliasConflict: the alias is not at ``expected``, or another writer moved it between
+            this read and this write (the error names the winner; nothing is overwritten).
         RegistryError: the version is incomplete or damaged.
     """
     problems = verify(store, model, version)
     if problems:
         raise RegistryError(f"refusing to point {alias!r} at {version}: {'; '.join(problems)}")
-    current = get_alias(store, model, alias)
+    current, token = _read_alias(store, model, alias)
+    if expected is not ANY and (current.version if current else None) != expected:
+        raise _conflict(store, model, alias, version, f"it no longer points at {expected or 'nothing'}")
     if current is not None and current.version == version:
         return current
-    record = AliasRecord(
-        version=version,
-        set_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
-        by=by or os.environ.get("TAGSMITH_USER") or getpass.getuser(),
-        previous=current.version if current else None,
-    )
-    store.put_bytes(f"{model}/aliases/{alias}.json", _dump(asdict(record)))
+    now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    who = by or os.environ.get("TAGSMITH_USER") or getpass.getuser()
+    past = list(current.history) if current else []
+    if current is not None and not past:  # a record written before aliases kept a history
+        past = [{"version": current.version, "set_at": current.set_at, "by": current.by, "via": current.via}]
+    entry = {"version": version, "set_at": now, "by": who, "via": via}
+    record = AliasRecord(version=version, set_at=now, by=who, previous=current.version if current else None,
+                         via=via, history=(past + [entry])[-HISTORY_MAX:])
+    try:
+        store.put_if(f"{model}/aliases/{alias}.json", _dump(asdict(record)), token)
+    except WriteConflict:
+        raise _conflict(store, model, alias, version, "another writer moved it first") from None
     return record
 
 
 def promote(store: Store, model: str, version: str, alias: str = "production", by: str | None = None) -> AliasRecord:
-    """Point ``alias`` at ``version`` (a version name, or another alias to copy)."""
-    return set_alias(store, model, alias, resolve(store, model, version), by)
+    """Point ``alias`` at ``version`` (a version name, or another alias to copy).
+
+    Raises:
+        AliasConflict: another write to the alias won the race (named in the message).
+    """
+    return set_alias(store, model, alias, resolve(store, model, version), by, via="promote")
 
 
 def rollback(store: Store, model: str, alias: str = "production", by: str | None = None) -> AliasRecord:
@@ -209,17 +275,20 @@ def rollback(store: Store, model: str, alias: str = "production", by: str | None
 
     Raises:
         RegistryError: the alias is unset or has no previous version.
+        AliasConflict: the alias moved while rolling back (named in the message).
     """
     current = get_alias(store, model, alias)
     if current is None or not current.previous:
         raise RegistryError(f"{store.uri(f'{model}/aliases/{alias}.json')}: nothing to roll back to")
-    return set_alias(store, model, alias, current.previous, by)
+    return set_alias(store, model, alias, current.previous, by, expected=current.version, via="rollback")
 
 
 def _aliases(store: Store, model: str) -> dict[str, str]:
     """alias name -> version."""
     out = {}
     for key in store.list_keys(f"{model}/aliases"):
+        if not key.endswith(".json"):
+            continue
         name = key.rsplit("/", 1)[1].removesuffix(".json")
         rec = get_alias(store, model, name)
         if rec is not None:
@@ -230,7 +299,8 @@ def _aliases(store: Store, model: str) -> dict[str, str]:
 def list_versions(store: Store, model: str) -> list[VersionInfo]:
     """Every version folder of ``model``, sorted by name, with its aliases and test mAP."""
     keys = store.list_keys(model)
-    versions = sorted({k.split("/")[1] for k in keys if k.count("/") >= 2 and k.split("/")[1] != "aliases"})
+    versions = sorted({k.split("/")[1] for k in keys
+                       if k.count("/") >= 2 and k.split("/")[1] not in ("aliases", "gate")})
     aliases = _aliases(store, model)
     out = []
     for v in versions:
@@ -255,18 +325,34 @@ def resolve(store: Store, model: str, ref: str) -> str:
     return rec.version
 
 
+def record_gate(store: Store, model: str, version: str, decision: dict[str, Any]) -> None:
+    """Keep the publish gate's latest decision about ``version`` (also for refused candidates,
+    which have no version folder) at ``<model>/gate/<version>.json``."""
+    store.put_bytes(f"{model}/gate/{version}.json", _dump({"version": version, **decision}))
+
+
 def show(store: Store, model: str, ref: str) -> dict[str, Any]:
     """Everything about one version (``ref``: version or alias): manifest, metadata, metrics,
-    aliases, uri and the problems ``verify`` finds."""
-    version = resolve(store, model, ref)
+    aliases, uri, the problems ``verify`` finds and the gate's last decision about it. A
+    candidate the gate refused is not in the registry; for it, the decision alone (its checks,
+    the failing ones named, and the production version it was compared with)."""
+    gate = _json(store, f"{model}/gate/{ref}.json")
+    try:
+        version = resolve(store, model, ref)
+    except RegistryError:
+        if gate is None:
+            raise
+        return {"version": ref, "published": False, "gate": gate}
     return {
         "version": version,
         "uri": store.uri(f"{model}/{version}"),
         "aliases": sorted(a for a, v in _aliases(store, model).items() if v == version),
+        "alias_records": {a: asdict(get_alias(store, model, a)) for a in ([ref] if ref != version else [])},
         "manifest": _json(store, f"{model}/{version}/{MANIFEST}"),
         "metadata": _json(store, f"{model}/{version}/metadata.json"),
         "metrics": _json(store, f"{model}/{version}/metrics.json"),
         "problems": verify(store, model, version),
+        "gate": gate if ref == version else _json(store, f"{model}/gate/{version}.json"),
     }
 
 

@@ -2,9 +2,19 @@
 
 Both implement the same small interface (keys are '/'-separated, relative to the store root):
 ``put_file`` (verified: the stored bytes' sha256 must equal the local one), ``put_bytes``,
-``get_bytes``, ``download``, ``list_keys``, ``sha256`` and ``uri``. ``after_put`` is an
-optional hook called with each key once it is stored (tests use it to cut the endpoint
-mid-publish).
+``get_bytes``, ``download``, ``list_keys``, ``sha256`` and ``uri``; and a compare-and-swap
+pair for objects several writers may race on (the aliases): ``get_tagged`` returns the bytes
+with a token naming that exact state, and ``put_if`` writes only if the object is still in
+the state the token names (None: only if it does not exist), else raises ``WriteConflict``.
+``after_put`` is an optional hook called with each key once it is stored (tests use it to cut
+the endpoint mid-publish).
+
+Compare-and-swap on S3 is S3's own conditional write (``If-Match: <ETag>`` to replace,
+``If-None-Match: *`` to create; 412 PreconditionFailed or 409 ConditionalRequestConflict when
+another writer got there first), so it holds across machines with no lock service. A local
+folder has no such primitive: the compare and the rename happen under an exclusive
+``fcntl.flock`` on a lock file beside the object (processes on one machine; NFS only where its
+lock daemon runs).
 
 S3 goes through boto3: the transfer manager (multipart above a threshold), botocore's
 retry modes with backoff on throttling/5xx/connection errors, and SHA-256 checksums sent with
@@ -20,6 +30,8 @@ Library only; no command line.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -36,6 +48,10 @@ CHUNK = 1 << 20
 
 class RegistryError(TagsmithError, RuntimeError):
     """A store operation that failed; the message names the store URI, the key and the cause."""
+
+
+class WriteConflict(RegistryError):
+    """A conditional write found the object changed (or created) since the caller read it."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,36 @@ class LocalStore:
     def put_bytes(self, key: str, data: bytes) -> None:
         self._atomic(key, lambda tmp: tmp.write_bytes(data))
 
+    @contextlib.contextmanager
+    def _locked(self, key: str):  # type: ignore[no-untyped-def]
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Hidden (list_keys skips dot files) and never deleted: deleting a lock file another
+        # process has open would let a third process lock a new inode at the same path.
+        with open(dest.parent / f".{dest.name}.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def get_tagged(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and a token for this state (its sha256), or None if absent."""
+        data = self.get_bytes(key)
+        return None if data is None else (data, hashlib.sha256(data).hexdigest())
+
+    def put_if(self, key: str, data: bytes, token: str | None) -> None:
+        """Write ``key`` only if it is still in the state ``token`` names (None: absent).
+
+        Raises:
+            WriteConflict: another writer changed or created it since.
+        """
+        with self._locked(key):
+            now = self.get_tagged(key)
+            if (now[1] if now else None) != token:
+                raise WriteConflict(f"{self.uri(key)}: changed by another writer since it was read")
+            self.put_bytes(key, data)
+
     def get_bytes(self, key: str) -> bytes | None:
         p = self._path(key)
         return p.read_bytes() if p.is_file() else None
@@ -100,7 +146,7 @@ class LocalStore:
         if not base.is_dir():
             return []
         return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
-                      if p.is_file() and not p.name.startswith(".tmp-"))
+                      if p.is_file() and not p.name.startswith("."))  # temp and lock files
 
     def sha256(self, key: str) -> str | None:
         p = self._path(key)
@@ -161,12 +207,47 @@ class S3Store:
             self.after_put(key)
 
     def get_bytes(self, key: str) -> bytes | None:
+        got = self.get_tagged(key)
+        return None if got is None else got[0]
+
+    def get_tagged(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and its ETag (the token ``put_if`` compares), or None if absent."""
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return obj["Body"].read(), obj["ETag"]
         except self.client.exceptions.NoSuchKey:
             return None
         except Exception as e:  # noqa: BLE001
             raise self._fail("read of", key, e) from e
+
+    def put_if(self, key: str, data: bytes, token: str | None) -> None:
+        """Write ``key`` only if its ETag is still ``token`` (None: only if it does not exist).
+
+        Raises:
+            WriteConflict: another writer changed or created it since (S3 answered 412, or 409
+                for a conditional write racing another, or 404 for an object deleted since).
+            RegistryError: the endpoint failed, or does not implement conditional writes.
+        """
+        from botocore.exceptions import ClientError
+
+        cond = {"IfNoneMatch": "*"} if token is None else {"IfMatch": token}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
+                                   ChecksumAlgorithm="SHA256", **cond)
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code"))
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"):
+                raise WriteConflict(f"{self.uri(key)}: changed by another writer since it was read "
+                                    f"(S3: {code})") from e
+            if code in ("NotImplemented", "501"):
+                raise RegistryError(f"{self.uri(key)}: this S3 endpoint does not implement conditional "
+                                    "writes (If-Match / If-None-Match), so alias updates could be lost; "
+                                    "use an endpoint that does (AWS S3, MinIO) or a local registry") from e
+            raise self._fail("conditional write of", key, e) from e
+        except Exception as e:  # noqa: BLE001
+            raise self._fail("conditional write of", key, e) from e
+        if self.after_put:
+            self.after_put(key)
 
     def download(self, key: str, dest: Path) -> None:
         try:

@@ -98,3 +98,67 @@ def test_missing_required_file_is_refused_before_any_upload(tmp_path):
     with pytest.raises(RegistryError, match="thresholds.json"):
         registry.publish_version(store, "m", files)
     assert not (tmp_path / "reg").exists()
+
+
+def _promote_in_child(root: str, version: str, barrier, out) -> None:
+    """A separate process promoting ``version``, writing only once every racer has read the alias."""
+    store = registry.open_store(root)
+    put_if = store.put_if
+
+    def put_after_everyone_read(*args, **kw):
+        barrier.wait(timeout=30)
+        return put_if(*args, **kw)
+
+    store.put_if = put_after_everyone_read
+    try:
+        out.put(("won", registry.promote(store, "m", version, by=f"proc-{version}").version))
+    except registry.AliasConflict as e:
+        out.put(("lost", str(e)))
+
+
+def test_concurrent_promotes_from_two_processes_one_wins_the_loser_names_the_winner(tmp_path):
+    import multiprocessing
+
+    store = registry.open_store(str(tmp_path / "reg"))
+    v0, v1, v2 = (registry.publish_version(store, "m", make_files(tmp_path / t, t)) for t in ("z", "a", "b"))
+    registry.promote(store, "m", v0)
+    ctx = multiprocessing.get_context("fork")
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_promote_in_child, args=(str(tmp_path / "reg"), v, barrier, out)) for v in (v1, v2)]
+    for p in procs:
+        p.start()
+    results = sorted(out.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+    (lost, message), (won, winner) = results
+    assert (lost, won) == ("lost", "won") and winner in (v1, v2)
+    assert f"now points at {winner} (set by proc-{winner} via promote" in message
+    final = registry.get_alias(store, "m", "production")
+    assert [h["version"] for h in final.history] == [v0, winner] and final.previous == v0
+    assert [i.aliases for i in registry.list_versions(store, "m") if i.version == winner] == [["production"]]
+
+
+def test_resolved_inputs_change_only_with_what_each_stage_reads(tmp_path):
+    from tasks.common.config import PublishConfig, TrainFrozenConfig
+    from tasks.registry import resolved
+
+    reg = str(tmp_path / "reg")
+    store = registry.open_store(reg)
+    v1 = registry.publish_version(store, "m", make_files(tmp_path / "a", "a"))
+    v2 = registry.publish_version(store, "m", make_files(tmp_path / "b", "b"))
+    pub = PublishConfig(store=reg, model_name="m")
+    warm = TrainFrozenConfig(weights="production", registry_store=reg, registry_model="m")
+    cold = TrainFrozenConfig(weights="none", registry_store=reg, registry_model="m")
+    assert resolved.publish_input(pub)["version"] is None  # no production yet: still a definite input
+    registry.promote(store, "m", v1)
+    before = (resolved.publish_input(pub), resolved.train_frozen_input(warm), resolved.train_frozen_input(cold))
+    registry.promote(store, "m", v2)
+    after = (resolved.publish_input(pub), resolved.train_frozen_input(warm), resolved.train_frozen_input(cold))
+    assert before[0]["version"] == v1 and after[0]["version"] == v2
+    assert before[1]["version"] == v1 and after[1]["version"] == v2
+    assert before[2] == after[2] == {"reads_registry": False}  # weights none reads nothing
+    out = tmp_path / "artifacts" / "production"
+    resolved.write({"train_frozen": after[1]}, out)
+    assert resolved.pinned_version("train_frozen", reg, "m", "production", out) == v2
+    assert resolved.pinned_version("train_frozen", reg, "m", "staging", out) is None  # another alias
+    assert resolved.pinned_version("publish", reg, "m", "production", out) is None  # never resolved

@@ -1,15 +1,25 @@
-"""`dvc repro` runs the whole pipeline on tiny data, then finds nothing to do."""
+"""`dvc repro` runs the whole pipeline on tiny data, then finds nothing to do; moving a
+registry alias (promote, rollback) makes exactly the stages that read it stale, under
+`dvc status` and in the flow's cache keys (DVC's fingerprints), and nothing else."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
+from flows.bridge import stages
+from flows.bridge.overrides import apply_overrides
+from tasks.registry import client as registry
+
 from .conftest import run
 
-STAGES = ["ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
+STAGES = ["resolve_production", "ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
+ALWAYS = {"resolve_production": ["always changed"]}
 pytestmark = pytest.mark.e2e
 
 
@@ -36,12 +46,21 @@ def test_stages_leave_their_outputs(reproduced):
     assert not list((repo / "data").glob("*.csv")), "a stage wrote under data/"
 
 
-def test_second_repro_runs_nothing(reproduced):
+def ran(out: str) -> list[str]:
+    return [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
+
+
+def test_second_repro_runs_nothing_but_the_check_its_own_publish_asks_for(reproduced):
     repo, _ = reproduced
+    # The first run's publish moved the production alias, which publish reads: one re-check,
+    # which finds the candidate already in production and does nothing.
     again = run([sys.executable, "-m", "dvc", "repro"], repo).stdout
-    assert "Running stage" not in again
+    assert ran(again) == ["resolve_production", "publish"]
+    assert json.loads((repo / "artifacts/publish/receipt.json").read_text())["outcome"] == "unchanged"
+    third = run([sys.executable, "-m", "dvc", "repro"], repo).stdout
+    assert ran(third) == ["resolve_production"]  # asks the registry; nothing else runs
     status = run([sys.executable, "-m", "dvc", "status", "--json"], repo).stdout
-    assert json.loads(status) == {}
+    assert json.loads(status) == ALWAYS
 
 
 def test_metrics_are_dvc_metrics(reproduced):
@@ -55,5 +74,99 @@ def test_metrics_are_dvc_metrics(reproduced):
 def test_dag_is_the_documented_chain(reproduced):
     repo, _ = reproduced
     dag = run([sys.executable, "-m", "dvc", "dag", "--dot"], repo).stdout
-    for a, b in zip(STAGES, STAGES[1:]):
+    chain = STAGES[1:]
+    for a, b in zip(chain, chain[1:]):
         assert f'"{a}" -> "{b}"' in dag, (a, b, dag)
+    for reader in ("train_frozen", "publish"):
+        assert f'"resolve_production" -> "{reader}"' in dag, dag
+
+
+# --- the registry as an input ---------------------------------------------------------------
+
+
+def dvc(repo: Path, *args: str) -> str:
+    return run([sys.executable, "-m", "dvc", *args], repo).stdout
+
+
+def stale_after_resolving(repo: Path) -> set[str]:
+    """Ask the registry (what every run does first), then what `dvc status` calls stale."""
+    dvc(repo, "repro", "--single-item", "resolve_production")
+    return set(json.loads(dvc(repo, "status", "--json"))) - set(ALWAYS)
+
+
+def fingerprints(repo: Path) -> dict[str, str]:
+    """The flow's cache key of every stage (DVC's run-cache key, flows/bridge/stages.py),
+    computed from the workspace as the flow does (it runs there)."""
+    with contextlib.chdir(repo):
+        return {name: stages.fingerprint(repo, name) for name in STAGES}
+
+
+def settle(repo: Path) -> None:
+    """`dvc repro` until a run runs nothing but resolve_production (a publish moves the alias
+    publish reads, so the run after it re-checks once)."""
+    for _ in range(4):
+        if ran(dvc(repo, "repro")) == ["resolve_production"]:
+            return
+    raise AssertionError("the pipeline did not settle")
+
+
+def copy_version(repo: Path, version: str, tag: str) -> str:
+    """Publish a second version holding the same model (metadata tagged): loadable, comparable."""
+    store = registry.open_store(str(repo / "registry"))
+    src, dest = repo / "registry" / "tagsmith" / version, repo.parent / f"copy-{tag}"
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("MANIFEST.json"))
+    meta = json.loads((dest / "metadata.json").read_text())
+    (dest / "metadata.json").write_text(json.dumps({**meta, "copy": tag}, sort_keys=True, indent=2) + "\n")
+    return registry.publish_version(store, "tagsmith", dest)
+
+
+def changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {k for k in before if before[k] != after[k]} - set(ALWAYS)
+
+
+def test_promote_and_rollback_make_exactly_publish_stale(reproduced):
+    repo, _ = reproduced
+    # must_improve: publishing an equal model is refused, so publish never moves the alias here
+    apply_overrides(repo / "params.yaml", {"publish.must_improve": True})
+    settle(repo)
+    store = registry.open_store(str(repo / "registry"))
+    a = registry.get_alias(store, "tagsmith", "production").version
+    b = copy_version(repo, a, "b")
+    keys = fingerprints(repo)
+
+    registry.promote(store, "tagsmith", b)
+    assert stale_after_resolving(repo) == {"publish"}
+    moved = fingerprints(repo)
+    assert changed(keys, moved) == {"publish"}  # the flow re-runs exactly what dvc calls stale
+    dvc(repo, "repro")  # publish compares the candidate with b: equal, refused (must_improve)
+    receipt = json.loads((repo / "artifacts/publish/receipt.json").read_text())
+    assert receipt["outcome"] == "rejected" and receipt["compared_with"] == b
+    assert stale_after_resolving(repo) == set()
+
+    registry.rollback(store, "tagsmith")
+    assert stale_after_resolving(repo) == {"publish"}
+    assert changed(moved, fingerprints(repo)) == {"publish"}
+    assert fingerprints(repo)["publish"] == keys["publish"]  # back to a, back to a's cache key
+
+
+def test_with_weights_production_moving_its_alias_makes_train_frozen_stale(reproduced):
+    repo, _ = reproduced
+    store = registry.open_store(str(repo / "registry"))
+    a = registry.get_alias(store, "tagsmith", "production").version
+    # warm start from an alias of its own, so publish's moves of production leave it alone
+    registry.promote(store, "tagsmith", a, alias="warm")
+    apply_overrides(repo / "params.yaml", {"train_frozen.weights": "production", "train_frozen.registry_alias": "warm"})
+    settle(repo)
+    meta = json.loads((repo / "artifacts/models/frozen/metadata.json").read_text())
+    assert f"@warm={a}" in meta["weights"]  # started from exactly the resolved version
+    c = copy_version(repo, a, "c")
+    keys = fingerprints(repo)
+
+    registry.promote(store, "tagsmith", c, alias="warm")
+    assert stale_after_resolving(repo) == {"train_frozen"}
+    assert changed(keys, fingerprints(repo)) == {"train_frozen"}
+
+    # rolled back to the version it trained from: current again, its old cache key back
+    registry.rollback(store, "tagsmith", alias="warm")
+    assert stale_after_resolving(repo) == set()
+    assert fingerprints(repo) == keys

@@ -76,6 +76,10 @@ def test_publish_stage_on_s3_gate_and_predict(server, tmp_path, monkeypatch, cap
     assert bad["outcome"] == "rejected" and bad["baseline"]["map"] == 1.0
     store = registry.open_store(store_uri)
     assert registry.get_alias(store, "m", "production").version == good["version"]
+    assert f"against {good['version']}" in out and "failing checks: map" in out
+    shown = registry.show(store, "m", bad["version"])  # `tagsmith registry show <version>`
+    assert shown["published"] is False and shown["gate"]["compared_with"] == good["version"]
+    assert "map" in shown["gate"]["gate"]["failed"]
 
     s = predict.predict(f"{store_uri}/m/{good['version']}", [root / "artifacts/raw/test"],
                         tmp_path / "p.csv", cache_dir=tmp_path / "cache")

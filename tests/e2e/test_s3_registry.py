@@ -1,10 +1,12 @@
 """The registry against a real S3 HTTP endpoint (moto server subprocess), and the same
-behaviour on a local folder; includes the endpoint failing in the middle of a publish."""
+behaviour on a local folder; includes the endpoint failing in the middle of a publish, and
+writers racing on one alias (compare-and-swap: one wins, the other is told who)."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from pathlib import Path
 
@@ -135,3 +137,74 @@ def test_endpoint_killed_mid_publish_then_restarted_publish_completes(s3, tmp_pa
     v = registry.publish_version(store, "m", files)
     registry.promote(store, "m", v)
     assert registry.resolve(store, "m", "production") == v and registry.verify(store, "m", v) == []
+
+
+def race(uri: str, opts: S3Options | None, model: str, targets: list[str]) -> list[object]:
+    """Promote each of ``targets`` from its own thread and client, all reading the alias before
+    any writes (a barrier in front of the conditional write): a real lost-update race.
+
+    Returns each writer's AliasRecord, or the AliasConflict it raised.
+    """
+    barrier = threading.Barrier(len(targets))
+    results: list[object] = [None] * len(targets)
+
+    def writer(i: int) -> None:
+        store = registry.open_store(uri, opts)
+        put_if = store.put_if
+
+        def put_after_everyone_read(*args, **kw):
+            barrier.wait(timeout=30)
+            return put_if(*args, **kw)
+
+        store.put_if = put_after_everyone_read
+        try:
+            results[i] = registry.promote(store, model, targets[i])
+        except registry.AliasConflict as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(len(targets))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_concurrent_promotes_one_wins_the_loser_is_told_who(store_uri, tmp_path):
+    uri, opts = store_uri
+    store = registry.open_store(uri, opts)
+    v0, v1, v2 = (registry.publish_version(store, "m", make_files(tmp_path / t, t)) for t in ("z", "a", "b"))
+    registry.promote(store, "m", v0)
+    results = race(uri, opts, "m", [v1, v2])
+    won = [r for r in results if isinstance(r, registry.AliasRecord)]
+    lost = [r for r in results if isinstance(r, registry.AliasConflict)]
+    assert len(won) == 1 and len(lost) == 1, results
+    winner = won[0].version
+    assert winner in str(lost[0]) and "not moved to" in str(lost[0]) and lost[0].winner.version == winner
+    final = registry.get_alias(store, "m", "production")
+    assert final.version == winner and final.previous == v0
+    assert [h["version"] for h in final.history] == [v0, winner]  # the loser left no trace
+
+
+def test_concurrent_first_writes_of_an_alias_one_wins(store_uri, tmp_path):
+    uri, opts = store_uri
+    store = registry.open_store(uri, opts)
+    v1, v2 = (registry.publish_version(store, "m", make_files(tmp_path / t, t)) for t in ("a", "b"))
+    results = race(uri, opts, "m", [v1, v2])
+    won = [r for r in results if isinstance(r, registry.AliasRecord)]
+    assert len(won) == 1, results
+    final = registry.get_alias(store, "m", "production")
+    assert final.previous is None and [h["version"] for h in final.history] == [won[0].version]
+
+
+def test_rollback_racing_a_promote_is_refused_not_lost(store_uri, tmp_path):
+    uri, opts = store_uri
+    store = registry.open_store(uri, opts)
+    v1, v2, v3 = (registry.publish_version(store, "m", make_files(tmp_path / t, t)) for t in ("a", "b", "c"))
+    registry.promote(store, "m", v1)
+    registry.promote(store, "m", v2)
+    stale = registry.get_alias(store, "m", "production")
+    registry.promote(registry.open_store(uri, opts), "m", v3)  # someone else, meanwhile
+    with pytest.raises(registry.AliasConflict, match=f"no longer points at {v2}.*now points at {v3}"):
+        registry.set_alias(store, "m", "production", stale.previous, expected=stale.version, via="rollback")
+    assert registry.get_alias(store, "m", "production").version == v3

@@ -62,19 +62,27 @@ def make_shards(root: Path, n_val: int = 10, n_test: int = 12) -> Path:
     return shard_dir
 
 
-def make_model(model_dir: Path, sign: float = 1.0) -> Path:
-    """A hand-set model: quadrant mean brightness -> sigmoid score per class."""
+def make_model(model_dir: Path, sign: float = 1.0, lose_class: int | None = None) -> Path:
+    """A hand-set model: quadrant mean brightness -> sigmoid score per class.
+
+    ``lose_class``: that one class is scored backwards (the others as ``sign`` says).
+    """
     inp = keras.Input((SIZE, SIZE, 3), name="image")
     x = keras.layers.AveragePooling2D(SIZE // 2, name="pool")(inp)  # [B,2,2,3]: one cell per class
     x = keras.layers.Reshape((4, 3))(x)
     x = keras.layers.Dense(1, name="head")(x)
     x = keras.layers.Reshape((4,))(x)
+    if lose_class is not None:
+        flip = keras.layers.Dense(4, use_bias=False, name="flip")
+        x = flip(x)
+        flip.set_weights([np.diag([-1.0 if k == lose_class else 1.0 for k in range(4)]).astype(np.float32)])
     out = keras.layers.Activation("sigmoid")(x)
     model = keras.Model(inp, out)
     model.get_layer("head").set_weights([np.full((3, 1), sign * 0.1 / 3, np.float32),
                                          np.array([-sign * 8.6], np.float32)])
+    params = {"sign": sign} if lose_class is None else {"sign": sign, "lose_class": lose_class}
     meta = {"classes": CLASSES, "image_size": SIZE, "input": "RGB 0..255", "backbone": "handset",
-            "weights": "none", "phase": "full", "params": {"sign": sign}, "preprocessing": "none",
+            "weights": "none", "phase": "full", "params": params, "preprocessing": "none",
             "preprocess": SPEC.as_dict()}
     save_model(model, model_dir, meta)
     return model_dir

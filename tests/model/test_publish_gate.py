@@ -1,6 +1,9 @@
 """The publish stage's gate on a local registry: no baseline passes, a worse model is
 rejected without moving the alias (and without failing), force overrides and says so,
-publishing the same model again changes nothing."""
+publishing the same model again changes nothing; a model that loses one class is refused by
+that class's check and the receipt and `registry show` name it; when production moves while
+the gate compares, publish compares again with the new production and never overwrites it
+unseen."""
 
 import json
 
@@ -17,8 +20,8 @@ from tests.model.evalkit import make_model, make_shards
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("publish")
     shards = make_shards(root)
-    for name, sign in (("good", 1.0), ("bad", -1.0)):
-        make_model(root / name / "model", sign)
+    for name, sign, lose in (("good", 1.0, None), ("bad", -1.0, None), ("lose_d", 1.0, 3)):
+        make_model(root / name / "model", sign, lose)
         evaluate.run(EvaluateConfig(batch_size=8), root / name / "model", shards, root / name / "eval")
     return root
 
@@ -75,3 +78,63 @@ def test_receipt_is_deterministic_and_has_no_timestamps(world):
     text = (world / "q1" / "receipt.json").read_text()
     assert "set_at" not in text and str(world) not in text.replace(str(world / "registry"), "")
     assert json.loads(text)["version"] == a.version
+
+
+def test_a_model_that_loses_one_class_is_refused_by_that_check(world):
+    store = registry.open_store(str(world / "registry"))
+    good = stage(world, "good", "c1", alias="classes")
+    assert good.outcome == "published"
+    # the mean may drop freely here: only the per-class check stands between d and oblivion
+    lost = stage(world, "lose_d", "c2", alias="classes", max_map_drop=1.0, max_p1_drop=1.0, min_support=2)
+    r = lost.receipt
+    assert lost.outcome == "rejected" and r["gate"]["failed"] == ["class_ap:d"]
+    assert r["compared_with"] == good.version and r["gate"]["baseline_version"] == good.version
+    check = next(c for c in r["gate"]["checks"] if c["name"] == "class_ap:d")
+    assert check["baseline"] == 1.0 and check["candidate"] < 0.9 and not check["passed"]
+    assert {c["name"] for c in r["gate"]["checks"]} >= {"map", "p_at_1", "class_ap:a", "class_ap:d"}
+    assert "failing checks: `class_ap:d`" in (world / "c2" / "gate.md").read_text()
+    shown = registry.show(store, "m", lost.version)  # what `tagsmith registry show` prints
+    assert shown["published"] is False and shown["gate"]["outcome"] == "rejected"
+    assert shown["gate"]["gate"]["failed"] == ["class_ap:d"] and shown["gate"]["compared_with"] == good.version
+    assert registry.get_alias(store, "m", "classes").version == good.version
+
+
+def test_production_moving_during_the_gate_is_compared_again_not_overwritten(world, monkeypatch):
+    store = registry.open_store(str(world / "registry"))
+    bad = stage(world, "bad", "m1", alias="race", force=True).version
+    other = stage(world, "lose_d", "m2", alias="race-other", force=True).version
+    assert registry.get_alias(store, "m", "race").version == bad
+    real = registry.publish_version
+    moved = []
+
+    def upload_while_someone_promotes(*args, **kw):  # between the comparison and the alias write
+        out = real(*args, **kw)
+        if not moved:
+            moved.append(registry.promote(registry.open_store(str(world / "registry")), "m", other, "race"))
+        return out
+
+    monkeypatch.setattr(registry, "publish_version", upload_while_someone_promotes)
+    s = stage(world, "good", "m3", alias="race")
+    r = s.receipt
+    assert s.outcome == "published" and r["alias_moves_seen"] == [{"from": bad, "to": other}]
+    assert r["compared_with"] == other and r["alias_previous"] == other  # compared with the new production
+    alias = registry.get_alias(store, "m", "race")
+    assert [h["version"] for h in alias.history] == [bad, other, s.version]
+
+
+def test_production_that_keeps_moving_stops_publish_with_a_clear_error(world, monkeypatch):
+    store = registry.open_store(str(world / "registry"))
+    a = stage(world, "bad", "k1", alias="busy", force=True).version
+    b = stage(world, "lose_d", "k2", alias="busy-other", force=True).version
+    real = registry.publish_version
+    flips = iter([b, a, b, a])
+
+    def upload_while_someone_promotes(*args, **kw):
+        out = real(*args, **kw)
+        registry.promote(registry.open_store(str(world / "registry")), "m", next(flips), "busy")
+        return out
+
+    monkeypatch.setattr(registry, "publish_version", upload_while_someone_promotes)
+    with pytest.raises(registry.RegistryError, match="moved 3 times while .* was being gated.*not overwritten"):
+        stage(world, "good", "k3", alias="busy")
+    assert registry.get_alias(store, "m", "busy").version == b  # the other writer's last word

@@ -1,0 +1,68 @@
+"""The registry as a pipeline input: what each registry-reading stage reads, resolved to a version.
+
+The ``resolve_production`` stage (``always_changed`` in dvc.yaml: the registry is outside the
+workspace, so only asking it tells whether an alias moved) writes one small file per
+registry-reading stage under ``artifacts/production/``, and that stage lists its file as a
+dep. The files hold nothing time-varying, so their bytes, and therefore DVC's fingerprint of
+the stage reading them (and the flow's cache key, which is that fingerprint), change exactly
+when what the stage reads from the registry changes:
+
+- ``publish.json``: the alias the gate compares with (``publish.store/model_name/alias``) and
+  the version it points at (publish always reads it);
+- ``train_frozen.json``: the same for ``train_frozen.registry_*`` when ``weights: production``;
+  with any other ``weights`` the stage reads nothing from the registry and the file says only
+  that, so promotes and rollbacks leave training alone. train_frozen then loads exactly the
+  version written here (:func:`pinned_version`), never whatever the alias says later.
+
+Library only; ``python -m tasks.resolve_production`` runs the stage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tasks.common.config import PublishConfig, TrainFrozenConfig
+from tasks.common.files import write_json
+from tasks.registry.client import get_alias, s3_options
+from tasks.registry.stores import S3Options, open_store
+
+OUT_DIR = Path("artifacts/production")
+
+
+def resolve_alias(store: str, model: str, alias: str, options: S3Options | None = None) -> dict[str, Any]:
+    """{"store", "model", "alias", "version"}; version None when the alias is unset."""
+    record = get_alias(open_store(store, options), model, alias)
+    return {"store": store, "model": model, "alias": alias, "version": record.version if record else None}
+
+
+def publish_input(cfg: PublishConfig) -> dict[str, Any]:
+    """What publish reads from the registry: the production model its gate compares with."""
+    return resolve_alias(cfg.store, cfg.model_name, cfg.alias, s3_options(cfg))
+
+
+def train_frozen_input(cfg: TrainFrozenConfig) -> dict[str, Any]:
+    """What train_frozen reads from the registry: the warm-start model, or nothing."""
+    if cfg.weights != "production":
+        return {"reads_registry": False}
+    return resolve_alias(cfg.registry_store, cfg.registry_model, cfg.registry_alias)
+
+
+def write(inputs: dict[str, dict[str, Any]], out_dir: Path = OUT_DIR) -> None:
+    """One ``<stage>.json`` per reading stage (sorted keys: same content, same bytes)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stage, data in inputs.items():
+        write_json(out_dir / f"{stage}.json", data)
+
+
+def pinned_version(stage: str, store: str, model: str, alias: str, out_dir: Path = OUT_DIR) -> str | None:
+    """The version ``resolve_production`` resolved ``store/model@alias`` to for ``stage``; None
+    when it has not run here (a stage run outside the pipeline), resolved another alias, or
+    found it unset: the caller then reads the alias itself."""
+    path = Path(out_dir) / f"{stage}.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    if (data.get("store"), data.get("model"), data.get("alias")) != (store, model, alias):
+        return None
+    return data.get("version")

@@ -57,6 +57,27 @@ def _cmd_data_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_track(args: argparse.Namespace) -> int:
+    from flows.bridge.overrides import apply_overrides
+    from tasks.dataset import tracking
+
+    root = Path(args.workspace)
+    imported = tracking.track(root, args.source, replace=args.replace)
+    # ingest reads the imported layout (classes.txt + every slice's labels.tsv); test is carved,
+    # as a sliced source brings no test list
+    apply_overrides(root / "params.yaml", {"ingest.source": "sliced", "ingest.root": "data", "ingest.test_list": None})
+    print(f"following {args.source}: {len(imported)} slice(s) imported; ingest.source=sliced in params.yaml")
+    print("commit it:  git add .gitignore params.yaml data/.gitignore data/classes.txt.dvc data/slices && git commit")
+    return 0
+
+
+def _cmd_data_update(args: argparse.Namespace) -> int:
+    from tasks.dataset import tracking
+
+    tracking.update(Path(args.workspace))
+    return 0
+
+
 def _cmd_retrain(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.bridge.overrides import parse_assignments
@@ -169,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "(must extend the source's classes.txt; required for the first slice)")
     da.add_argument("--dry-run", action="store_true", help="validate and report; write nothing")
     da.set_defaults(func=_cmd_data_add)
+    dt = dsub.add_parser("track", help="follow a sliced source with DVC: one dvc import-url per slice")
+    dt.add_argument("source", help="the source: a folder or s3://bucket/prefix")
+    dt.add_argument("--replace", action="store_true", help="stop versioning data/ with data.dvc and replace it")
+    dt.add_argument("--workspace", default=".", help="the repository checkout (default: .)")
+    dt.set_defaults(func=_cmd_data_track)
+    du = dsub.add_parser("update", help="import the source's new slices and classes.txt (old slices are never re-fetched)")
+    du.add_argument("--workspace", default=".", help="the repository checkout (default: .)")
+    du.set_defaults(func=_cmd_data_update)
 
     r = sub.add_parser("retrain", help="run the retraining flow (every dvc.yaml stage as a cached Prefect task)",
                        description="Run the retraining flow. Each option is written into params.yaml for "

@@ -147,3 +147,24 @@ def test_cli_reports_the_slice_and_that_no_event_was_emitted(seeded, tmp_path, c
     with pytest.raises(SystemExit):
         main(["data", "add", str(folder), "--labels", str(labels), "--source", seeded])
     assert "unknown label(s) ['horse']" in capsys.readouterr().err
+
+
+def test_ingest_reads_the_complete_slices_as_one_dataset_and_ignores_a_half_written_one(tmp_path):
+    from tasks.common.config import IngestConfig
+    from tasks.dataset.sources import read_source
+
+    root = tmp_path / "source"
+    store = open_source(str(root))
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    folder, labels = batch(tmp_path / "one", {"a.jpg": (jpeg((255, 0, 0)), "cat"), "b.jpg": (jpeg((0, 255, 0)), "dog")})
+    add_slice(store, folder, labels, classes_file=tmp_path / "classes.txt")
+    folder, labels = batch(tmp_path / "two", {"c.jpg": (jpeg((0, 0, 255)), "cat,dog")})
+    add_slice(store, folder, labels)
+    store.create("slices/s0003/labels.tsv", b"d.jpg\tcat\n")  # a writer died before its manifest
+    src = read_source(root, IngestConfig(source="sliced", root=str(root), test_fraction=0.0))
+    assert src.classes == ["cat", "dog"]
+    assert [(r.row, r.file, r.labels, r.fault) for r in src.rows] == [
+        (1, "slices/s0001/images/a.jpg", ("cat",), None),
+        (2, "slices/s0001/images/b.jpg", ("dog",), None),
+        (3, "slices/s0002/images/c.jpg", ("cat", "dog"), None),
+    ]

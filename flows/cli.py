@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="drawing processes")
     d.add_argument("--out", default="data", help="output folder (default: data)")
     d.set_defaults(func=_cmd_data)
-    dsub = d.add_subparsers(dest="data_action", metavar="{add,track,update}")
+    dsub = d.add_subparsers(dest="data_action", metavar="{add,track,update}",
+                            help="add a slice to a sliced source, or follow one with DVC (none: generate the embedded dataset)")
     da = dsub.add_parser("add", help="append labelled images to a sliced source as a new immutable slice",
                          description="Validate everything first (labels, images, name clashes), then write "
                                      "the slice's images and labels.tsv, and its MANIFEST.json last.")

@@ -34,7 +34,7 @@ def s3(tmp_path_factory):
 def _slices_from_synth(data: Path, out: Path, parts: int) -> list[tuple[Path, Path]]:
     """The tiny synthetic dataset cut into ``parts`` batches of (folder, labels by name)."""
     classes = (data / "classes.txt").read_text().split()
-    rows = [ln.split("\t") for ln in (data / "labels.tsv").read_text().splitlines() if ln.strip()]
+    rows = [ln.split("\t") for ln in (data / "labels.tsv").read_text().splitlines()[1:] if ln.strip()]  # header
     batches = []
     for i in range(parts):
         folder = out / f"batch{i}"

@@ -82,8 +82,9 @@ def next_slice_id(existing: set[str]) -> str:
     return f"s{max(nums, default=0) + 1:04d}"
 
 
-def _read_labels(path: Path) -> list[tuple[int, str, list[str]]]:
-    """Rows of a ``name<TAB or ,>labels`` file: (line, name, label names); header skipped."""
+def _read_labels(path: Path) -> list[tuple[int, str, list[str] | None]]:
+    """Rows of a ``name<TAB or ,>labels`` file: (line, name, label names or None when the row
+    does not have two columns); header skipped."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as e:
@@ -95,7 +96,7 @@ def _read_labels(path: Path) -> list[tuple[int, str, list[str]]]:
             continue
         if not rows and len(r) >= 2 and r[1].strip().lower() in ("labels", "label", "tags"):
             continue
-        rows.append((n, r[0].strip() if r else "", split_labels(r[1]) if len(r) == 2 else ["<malformed>"]))
+        rows.append((n, r[0].strip() if r else "", split_labels(r[1]) if len(r) == 2 else None))
     return rows
 
 
@@ -145,6 +146,9 @@ def plan_slice(store: SliceStore, folder: Path, labels: Path, slice_id: str | No
     seen: set[str] = set()
     for n, name, names in rows:
         where = f"{labels}:{n}"
+        if names is None:
+            problems.append(f"{where}: expected 2 columns (name, labels)")
+            continue
         if not name or "/" in name or "\\" in name or name.startswith("."):
             problems.append(f"{where}: {name!r} is not a plain file name")
             continue

@@ -88,3 +88,13 @@ def test_track_imports_each_slice_and_update_fetches_only_new_ones(s3, tiny_repo
     status = run([sys.executable, "-m", "dvc", "status", "ingest"], repo, env=env).stdout
     assert "changed deps" in status and "data" in status  # the new slice makes ingest stale
     assert "0 new slice(s)" in run(cli + ["update"], repo, env=env).stdout
+
+    # a deployment's workspace (a clone of the commit) gets the imported slices too
+    from flows.deployment.deploy import prepare_workspace
+
+    run(git + ["add", "-A"], repo)
+    run(git + ["commit", "-qm", "slice s0003"], repo)
+    monkeypatch.chdir(tmp_path)
+    prepare_workspace(repository=str(repo), commit=run(["git", "rev-parse", "HEAD"], repo).stdout.strip(), directory="ws")
+    assert (tmp_path / "ws/data/slices/s0003/labels.tsv").read_bytes() == (repo / "data/slices/s0003/labels.tsv").read_bytes()
+    assert (tmp_path / "ws/data/classes.txt").is_file()

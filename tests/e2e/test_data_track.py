@@ -13,6 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
+from PIL import Image
 
 from tasks.dataset.slice_store import open_source
 from tasks.dataset.slices import add_slice
@@ -98,3 +99,17 @@ def test_track_imports_each_slice_and_update_fetches_only_new_ones(s3, tiny_repo
     prepare_workspace(repository=str(repo), commit=run(["git", "rev-parse", "HEAD"], repo).stdout.strip(), directory="ws")
     assert (tmp_path / "ws/data/slices/s0003/labels.tsv").read_bytes() == (repo / "data/slices/s0003/labels.tsv").read_bytes()
     assert (tmp_path / "ws/data/classes.txt").is_file()
+
+    # a run in that workspace brings the data up to date first (the flow's sync_data_source)
+    from flows.bridge.stages import sync_data_source
+
+    folder, labels = tmp_path / "late", tmp_path / "late.tsv"
+    folder.mkdir()
+    cls = (repo / "data/classes.txt").read_text().split()[0]
+    for j, colour in enumerate([(10, 20, 30), (200, 100, 0)]):
+        Image.new("RGB", (24, 24), colour).save(folder / f"late{j}.jpg")
+    labels.write_text(f"late0.jpg\t{cls}\nlate1.jpg\t{cls}\n")
+    add_slice(store, folder, labels)
+    assert sync_data_source(tmp_path / "ws", log=lambda _: None)
+    assert (tmp_path / "ws/data/slices/s0004/images/late1.jpg").is_file()
+    assert not sync_data_source(tmp_path / "ws", log=lambda _: None)  # nothing new: nothing done

@@ -95,8 +95,14 @@ def test_data_add_emits_an_event_and_a_burst_starts_one_run(s3, prefect_server, 
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0 and "emitted event tagsmith.data.slice-added" in err, err
 
-    events = api(prefect_server, "/events/filter", {"filter": {"event": {"name": ["tagsmith.data.slice-added"]},
-                                                              "occurred": {"since": since}}})["events"]
+    def events() -> list[dict]:
+        query = {"filter": {"event": {"name": ["tagsmith.data.slice-added"]}, "occurred": {"since": since}}}
+        return api(prefect_server, "/events/filter", query)["events"]
+
+    deadline = time.time() + 30
+    while len(events()) < 2 and time.time() < deadline:  # the server stores events in batches
+        time.sleep(1)
+    events = events()
     assert sorted(e["payload"]["slice"] for e in events) == slices
     assert {e["resource"]["prefect.resource.id"] for e in events} == {f"tagsmith.data.source.{source}"}
 

@@ -1,6 +1,8 @@
 """The ``tagsmith`` command: the user's entry points.
 
     tagsmith data [--preset demo|tiny|study] [--slice v1|v2]   # (re)generate the embedded dataset
+    tagsmith data add FOLDER --labels FILE --source URI [--slice ID] [--classes FILE]  # a new immutable slice
+    tagsmith data track URI | tagsmith data update               # follow a sliced source with DVC
     tagsmith retrain [--backbone B] [--epochs-full N] [--set section.key=value ...] [--experiment NAME]
     tagsmith predict --model production images/ -o preds.csv
     tagsmith registry list | show VERSION | promote VERSION [--alias A] | rollback [--alias A] | verify VERSION
@@ -37,6 +39,44 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
     summary = synth.generate(Path(args.out), preset=args.preset, slice=args.slice, seed=args.seed, workers=args.workers)
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}, indent=2))
+    return 0
+
+
+def _cmd_data_add(args: argparse.Namespace) -> int:
+    from flows.data_events import emit_slice_added
+    from tasks.dataset.slice_store import open_source
+    from tasks.dataset.slices import add_slice
+
+    report = add_slice(open_source(args.source), Path(args.folder), Path(args.labels), slice_id=args.slice_id,
+                       classes_file=Path(args.classes) if args.classes else None, dry_run=args.dry_run)
+    print(json.dumps(dataclasses.asdict(report), indent=2))
+    if args.dry_run:
+        print("dry run: nothing written", file=sys.stderr)
+    elif (event := emit_slice_added(report)) is not None:
+        print(f"emitted event tagsmith.data.slice-added ({event}) to {os.environ['PREFECT_API_URL']}", file=sys.stderr)
+    else:
+        print("no event emitted (PREFECT_API_URL not set): the next scheduled run picks the slice up", file=sys.stderr)
+    return 0
+
+
+def _cmd_data_track(args: argparse.Namespace) -> int:
+    from flows.bridge.overrides import apply_overrides
+    from tasks.dataset import tracking
+
+    root = Path(args.workspace)
+    imported = tracking.track(root, args.source, replace=args.replace)
+    # ingest reads the imported layout (classes.txt + every slice's labels.tsv); test is carved,
+    # as a sliced source brings no test list
+    apply_overrides(root / "params.yaml", {"ingest.source": "sliced", "ingest.root": "data", "ingest.test_list": None})
+    print(f"following {args.source}: {len(imported)} slice(s) imported; ingest.source=sliced in params.yaml")
+    print("commit it:  git add .gitignore params.yaml data/.gitignore data/classes.txt.dvc data/slices && git commit")
+    return 0
+
+
+def _cmd_data_update(args: argparse.Namespace) -> int:
+    from tasks.dataset import tracking
+
+    tracking.update(Path(args.workspace))
     return 0
 
 
@@ -183,6 +223,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="drawing processes")
     d.add_argument("--out", default="data", help="output folder (default: data)")
     d.set_defaults(func=_cmd_data)
+    dsub = d.add_subparsers(dest="data_action", metavar="{add,track,update}",
+                            help="add a slice to a sliced source, or follow one with DVC (none: generate the embedded dataset)")
+    da = dsub.add_parser("add", help="append labelled images to a sliced source as a new immutable slice",
+                         description="Validate everything first (labels, images, name clashes), then write "
+                                     "the slice's images and labels.tsv, and its MANIFEST.json last.")
+    da.add_argument("folder", help="folder of the new images (flat)")
+    da.add_argument("--labels", required=True, help="name<TAB>labels file (labels by class name)")
+    da.add_argument("--source", default=os.environ.get("TAGSMITH_DATA_SOURCE"), required="TAGSMITH_DATA_SOURCE" not in os.environ,
+                    help="the source: a folder or s3://bucket/prefix (default: $TAGSMITH_DATA_SOURCE)")
+    da.add_argument("--slice", dest="slice_id", metavar="ID", help="slice id (default: s<NNNN>, the next number)")
+    da.add_argument("--classes", metavar="FILE", help="the full class list, when the slice brings new classes "
+                                                     "(must extend the source's classes.txt; required for the first slice)")
+    da.add_argument("--dry-run", action="store_true", help="validate and report; write nothing")
+    da.set_defaults(func=_cmd_data_add)
+    dt = dsub.add_parser("track", help="follow a sliced source with DVC: one dvc import-url per slice")
+    dt.add_argument("source", help="the source: a folder or s3://bucket/prefix")
+    dt.add_argument("--replace", action="store_true", help="stop versioning data/ with data.dvc and replace it")
+    dt.add_argument("--workspace", default=".", help="the repository checkout (default: .)")
+    dt.set_defaults(func=_cmd_data_track)
+    du = dsub.add_parser("update", help="import the source's new slices and classes.txt (old slices are never re-fetched)")
+    du.add_argument("--workspace", default=".", help="the repository checkout (default: .)")
+    du.set_defaults(func=_cmd_data_update)
 
     r = sub.add_parser("retrain", help="run the retraining flow (every dvc.yaml stage as a cached Prefect task)",
                        description="Run the retraining flow. Each option is written into params.yaml for "

@@ -149,7 +149,9 @@ def retrain(
     results.check(get_run_logger().info)  # where stage caches live; unusable storage fails here
     stages.sync_data_source(root, log=get_run_logger().info)
     remote = stages.has_remote(root)
-    if remote:  # the data version too, so a fresh workspace elsewhere can check it out
+    # the data version too, so a fresh workspace elsewhere can check it out (a sliced source's
+    # imports are fetched from the source itself)
+    if remote and (root / stages.DATA_SOURCE).exists():
         push_stage.with_options(name="push-data", task_run_name="push-data")(stages.DATA_SOURCE, str(root))
     opts = {"refresh": refresh_cache, "remote": remote}
 

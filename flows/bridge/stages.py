@@ -215,7 +215,13 @@ def save_experiment(root: Path, name: str, log: Callable[[str], None] = print) -
 
 
 def sync_data_source(root: Path, log: Callable[[str], None] = print) -> bool:
-    """Record a changed ``data/`` in ``data.dvc``, as ``dvc repro`` does; True if it changed."""
+    """Bring the data version up to date; True if it changed. A workspace that follows a sliced
+    source (``tagsmith data track``) imports the source's new slices; otherwise a changed
+    ``data/`` is recorded in ``data.dvc``, as ``dvc repro`` does."""
+    from tasks.dataset import tracking
+
+    if tracking.tracked_source(root):
+        return bool(tracking.update(root, log=log))
     if not (root / DATA_SOURCE).exists() or is_current(root, DATA_SOURCE):
         return False
     log(f"{DATA_SOURCE}: data/ changed since it was last versioned; recording the new version")

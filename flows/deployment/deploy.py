@@ -103,17 +103,21 @@ def prepare_workspace(
     if cache and (dest / ".dvc").is_dir():
         # --local: written to .dvc/config.local, never committed
         dvc(dest, "cache", "dir", "--local", os.path.abspath(cache), log=lambda _: None)
-    if data and (dest / "data.dvc").exists():
+    # data/ as a whole (data.dvc), or a sliced source's imports (tagsmith data track): one .dvc each
+    data_files = ["data.dvc"] if (dest / "data.dvc").exists() else [
+        p.relative_to(dest).as_posix() for p in [dest / "data/classes.txt.dvc", *sorted((dest / "data/slices").glob("*.dvc"))]
+        if p.exists()]
+    if data and data_files:
         try:
-            dvc(dest, "checkout", "data.dvc")
+            dvc(dest, "checkout", *data_files)
         except StageError as e:
-            if not has_remote(dest):
+            if not has_remote(dest) and data_files == ["data.dvc"]:  # imports can be pulled from their source
                 raise StageError(
                     f"data.dvc: the data is neither in the DVC cache {cache or '(the clone’s own)'} nor "
                     "on a DVC remote (none configured). Run `dvc commit data.dvc` in the source "
                     f"checkout, or configure a remote and `dvc push`.\n{e}"
                 ) from e
-            dvc(dest, "pull", "data.dvc")
+            dvc(dest, "pull", *data_files)
     for name in shared or []:
         if local_source is None:
             continue  # a remote source has nothing to lend; use an s3:// store instead

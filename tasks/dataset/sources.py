@@ -5,6 +5,8 @@
 * ``coco``: a COCO instances JSON; an image's labels are the categories present in it,
   optionally mapped (several to one) onto our own classes.
 * ``voc``: Pascal VOC ``Annotations/*.xml`` + ``JPEGImages/`` (+ ``ImageSets/Main/test.txt``).
+* ``sliced``: ``classes.txt`` + ``slices/<id>/{labels.tsv,images/}`` (``tagsmith data add``'s
+  layout): the complete slices' manifests read as one, in slice-id order.
 
 Readers never open images and never drop a row: a row they cannot interpret carries a
 ``fault`` (reason + detail) so ingest can put it in quarantine with its row number.
@@ -15,6 +17,7 @@ Library only; ``python -m tasks.ingest`` uses it.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import posixpath
@@ -110,13 +113,13 @@ def _resolve_tokens(tokens: list[str], classes: list[str], fmt: str) -> tuple[tu
     return tuple(sorted(set(names), key=classes.index)), None
 
 
-def read_manifest(root: Path, cfg: IngestConfig) -> Source:
-    """Read ``root/cfg.labels`` (CSV or TSV) and ``root/cfg.classes``.
+def read_manifest(root: Path, cfg: IngestConfig, classes: list[str] | None = None) -> Source:
+    """Read ``root/cfg.labels`` (CSV or TSV) and ``root/cfg.classes`` (unless ``classes`` given).
 
     The delimiter is a tab when the first line has one, else a comma (quote a comma-separated
     label field in CSV). A first line whose second column is ``labels`` is a header.
     """
-    classes = read_classes(root / cfg.classes)
+    classes = read_classes(root / cfg.classes) if classes is None else classes
     text = _read_text(root / cfg.labels)
     first = text.splitlines()[0] if text.strip() else ""
     delim = "\t" if "\t" in first else ","
@@ -236,6 +239,24 @@ def read_voc(root: Path, cfg: IngestConfig) -> Source:
     return Source(classes, rows)
 
 
+def read_sliced(root: Path, cfg: IngestConfig) -> Source:
+    """Read a sliced source: ``root/cfg.classes`` and the ``labels.tsv`` of every complete slice
+    (a ``slices/<id>/`` holding ``MANIFEST.json``; one without is half-written and ignored), in
+    slice-id order. Files are ``slices/<id>/images/<name>``; rows are numbered across slices in
+    that order. Labels are class names (what ``tagsmith data add`` writes)."""
+    classes = read_classes(root / cfg.classes)
+    done = sorted(p.parent for p in (root / "slices").glob("*/MANIFEST.json"))
+    if not done:
+        raise SourceError(f"{root / 'slices'}: no complete slice (a slices/<id>/ folder with MANIFEST.json)")
+    per_slice = cfg.model_copy(update={"images": "images", "labels": "labels.tsv", "label_format": "name"})
+    rows: list[SourceRow] = []
+    for folder in done:
+        part = read_manifest(folder, per_slice, classes)
+        offset = rows[-1].row if rows else 0
+        rows += [dataclasses.replace(r, row=r.row + offset, file=join_rel("slices", folder.name, r.file)) for r in part.rows]
+    return Source(classes, rows)
+
+
 def read_source(root: Path, cfg: IngestConfig) -> Source:
     """Dispatch on ``cfg.source``.
 
@@ -246,5 +267,5 @@ def read_source(root: Path, cfg: IngestConfig) -> Source:
     Returns:
         The classes and every row read.
     """
-    readers = {"manifest": read_manifest, "coco": read_coco, "voc": read_voc}
+    readers = {"manifest": read_manifest, "coco": read_coco, "voc": read_voc, "sliced": read_sliced}
     return readers[cfg.source](root, cfg)

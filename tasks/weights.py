@@ -113,11 +113,16 @@ def fetch_imagenet(backbone: str) -> ImagenetWeights:
         except LiteWeightsError as e:
             raise WeightsError(str(e)) from e
         return ImagenetWeights(converted, spec.imagenet_file, spec.imagenet_hash)
+    # get_file falls back to /tmp/.keras when the cache folder does not exist yet (it tests
+    # write access), which would put the weights outside the cache this run was given.
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         got = keras.utils.get_file(spec.imagenet_file, spec.weights_url + spec.imagenet_file,
                                    file_hash=spec.imagenet_hash, cache_subdir="models",
                                    cache_dir=str(path.parent.parent))
     except Exception as e:  # URL errors, HTTP errors, a download that fails its hash
+        # Keras leaves a download that failed its hash in the cache; nothing unverified stays.
+        path.unlink(missing_ok=True)
         raise WeightsError(_unreachable(backbone, path, e)) from e
     from tasks.lite_convert import file_sha256
 

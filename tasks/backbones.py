@@ -129,6 +129,10 @@ BACKBONES: dict[str, Backbone] = {
         keras.applications.VGG16, 32, "caffe", "caffe: RGB->BGR, minus ImageNet mean",
         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", _GCS + "vgg16/",
         "6d6bbae143d832006294945121d1f1fc"),
+    "resnet50": Backbone(  # v1, the study's ResNet50
+        keras.applications.ResNet50, 32, "caffe", "caffe: RGB->BGR, minus ImageNet mean",
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", _GCS + "resnet/",
+        "4d473c1dd8becc155b73f8504c6f6626"),
     "resnet50_v2": Backbone(
         keras.applications.ResNet50V2, 32, "tf", "tf: x/127.5 - 1",
         "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5", _GCS + "resnet/",

@@ -114,7 +114,7 @@ def retrain(
     """Retrain, evaluate and publish a multi-label image classifier (the dvc.yaml pipeline).
 
     Args:
-        backbone: small_cnn, mobilenet_v3_small, efficientnet_v2_b0, convnext_tiny, resnet50_v2, vgg16 or inception_resnet_v2 (params.yaml: train_frozen.backbone).
+        backbone: small_cnn, efficientnet_lite0, efficientnet_lite2, mobilenet_v3_small, efficientnet_v2_b0, convnext_tiny, resnet50, resnet50_v2, vgg16 or inception_resnet_v2 (params.yaml: train_frozen.backbone).
         image_size: input side in pixels (augment.image_size).
         epochs_frozen: epochs with the base frozen, head only (train_frozen.epochs).
         epochs_full: epochs fine-tuning all layers (train_full.epochs).

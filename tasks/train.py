@@ -138,6 +138,7 @@ def _write_live(live_dir: Path):
 
 def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path = SHARDS,
         models_dir: Path = MODELS, checkpoints: Path = CHECKPOINTS,
+        checkpoint_store: Store | None = None, fingerprint: str | None = None,
         devices: list[str] | None = None, verbose: int | str = "auto") -> TrainSummary:
     """Train one phase and write its model folder ``models_dir/phase``.
 

@@ -79,8 +79,9 @@ def code_fingerprint() -> str:
     """sha256 over the source of tasks/: a checkpoint must not outlive a change of the code
     that wrote it (the key a plain ``dvc repro`` resumes on, without the flow's fingerprint)."""
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 

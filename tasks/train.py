@@ -35,14 +35,16 @@ from tasks.common import paths  # noqa: E402
 from tasks.common.config import TrainFrozenConfig, TrainFullConfig, load  # noqa: E402
 from tasks.common.errors import DataError, stage_main  # noqa: E402
 from tasks.common.files import sha256_file, write_json  # noqa: E402
-from tasks.model import build as M  # noqa: E402
-from tasks.model.backbones import get_backbone  # noqa: E402
-from tasks.model.losses import make_loss, positive_weights  # noqa: E402
 from tasks.dataset.preprocess import Preprocess  # noqa: E402
 from tasks.dataset.shards import make_dataset, read_index  # noqa: E402
+from tasks.model import build as M  # noqa: E402
+from tasks.model.backbones import get_backbone  # noqa: E402
+from tasks.model.checkpoints import RemoteCheckpoints, configured_location, stage_fingerprint  # noqa: E402
+from tasks.model.losses import make_loss, positive_weights  # noqa: E402
 from tasks.model.train_loop import fit_epochs  # noqa: E402
 from tasks.model.weights import Registry, apply_warm_start, build_base_with_weights, warm_start_source  # noqa: E402
 from tasks.registry.resolved import pinned_version  # noqa: E402
+from tasks.registry.stores import Store, open_store  # noqa: E402
 
 SHARDS = paths.SHARDS
 MODELS = paths.MODELS
@@ -72,6 +74,16 @@ def data_fingerprint(shard_dir: Path, index: dict) -> str:
             with path.open("rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
+    return h.hexdigest()
+
+
+def code_fingerprint() -> str:
+    """sha256 over the source of tasks/: a checkpoint must not outlive a change of the code
+    that wrote it (the key a plain ``dvc repro`` resumes on, without the flow's fingerprint)."""
+    h = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 
@@ -129,6 +141,7 @@ def _write_live(live_dir: Path):
 
 def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path = SHARDS,
         models_dir: Path = MODELS, checkpoints: Path = CHECKPOINTS,
+        checkpoint_store: Store | None = None, fingerprint: str | None = None,
         devices: list[str] | None = None, verbose: int | str = "auto") -> TrainSummary:
     """Train one phase and write its model folder ``models_dir/phase``.
 
@@ -138,6 +151,10 @@ def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path
         shard_dir: TFRecord shards + index.json + policy.json (augment stage).
         models_dir: parent of the frozen/ and full/ model folders.
         checkpoints: root of the resumable checkpoints (outside every DVC out).
+        checkpoint_store: shared storage every epoch's checkpoint is mirrored to and resumed
+            from (tasks/model/checkpoints.py); None: local checkpoints only.
+        fingerprint: the stage's fingerprint that keys the shared checkpoints; default: the one
+            the flow passed in the environment, else a hash of params, data, upstream model and code.
         devices: explicit devices for MirroredStrategy (tests); default: all GPUs if > 1.
         verbose: Keras fit verbosity.
     Returns:
@@ -157,9 +174,15 @@ def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path
     frozen_dir = Path(models_dir) / "frozen"
     data = {"shards_index_sha256": data_sha, "shards_sha256": data_fingerprint(shard_dir, index)}
     key = {"phase": phase, "params": cfg.model_dump(), "data": data,
-           "frozen": sha256_file(frozen_dir / M.MODEL_FILE) if phase == "full" else None}
-    ckpt_dir = Path(checkpoints) / phase / hashlib.sha256(
-        json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+           "frozen": sha256_file(frozen_dir / M.MODEL_FILE) if phase == "full" else None,
+           "code": code_fingerprint()}
+    content_key = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    ckpt_dir = Path(checkpoints) / phase / content_key[:16]
+    stage = f"train_{phase}"
+    remote = None
+    if checkpoint_store is not None:
+        remote = RemoteCheckpoints(checkpoint_store, stage,
+                                   fingerprint or stage_fingerprint(stage) or content_key)
 
     strategy = make_strategy(devices)
     global_batch = cfg.batch_size * strategy.num_replicas_in_sync
@@ -208,7 +231,7 @@ def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path
     with strategy.scope():  # a resumed optimizer's slots must be created as mirrored variables
         result = fit_epochs(model, make_train, val, epochs=cfg.epochs, patience=cfg.patience,
                             ckpt_dir=ckpt_dir, monitor="val_map" if val is not None else "map",
-                            on_epoch=log, verbose=verbose)
+                            on_epoch=log, verbose=verbose, remote=remote)
     live.end()
     history = pd.DataFrame(result["history"])  # rows replayed from a checkpoint: keys sorted
     first = ["epoch", "lr"]
@@ -224,6 +247,11 @@ def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path
     }
     M.save_model(model, out_dir, metadata)
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # the stage is complete: nothing to resume
+    if remote is not None:
+        try:
+            remote.delete_all()
+        except Exception as e:  # noqa: BLE001 - the model is saved; a leftover costs only storage
+            print(f"WARNING: could not delete the checkpoints at {remote.uri()}: {e}", flush=True)
     best = result["best"]
     return TrainSummary(phase, str(out_dir), len(result["history"]), result["best_epoch"],
                         None if best is None else float(best), result["resumed_at"])
@@ -248,9 +276,16 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) != 1 or argv[0] not in ("frozen", "full"):
         sys.exit("usage: python -m tasks.train frozen|full")
     phase = argv[0]
-    summary = stage_main(f"train_{phase}", lambda: run(
-        phase, load(TrainFrozenConfig if phase == "frozen" else TrainFullConfig),
-        verbose=1 if sys.stdout.isatty() else 2))
+
+    def body() -> TrainSummary:
+        cfg = load(TrainFrozenConfig if phase == "frozen" else TrainFullConfig)
+        where = configured_location()  # CheckpointConfigError: a bad TAGSMITH_CHECKPOINTS
+        store = open_store(*where) if where else None
+        if store is not None:
+            print(f"checkpoints mirrored to {store.uri()}", flush=True)
+        return run(phase, cfg, checkpoint_store=store, verbose=1 if sys.stdout.isatty() else 2)
+
+    summary = stage_main(f"train_{phase}", body)
     print(json.dumps(summary.__dict__, sort_keys=True, indent=2))
 
 

@@ -28,6 +28,8 @@ from tasks.common.errors import TagsmithError
 from tasks.common.noise import is_noise
 
 DATA_SOURCE = "data.dvc"  # the raw dataset, tracked by `dvc add data`
+# What a stage process learns about itself (read by tasks/checkpoints.stage_fingerprint)
+STAGE_ENV, FINGERPRINT_ENV = "TAGSMITH_STAGE", "TAGSMITH_STAGE_FINGERPRINT"
 
 # What `dvc repro --single-item` printed decides what happened to the stage.
 _OUTCOMES = (
@@ -154,10 +156,12 @@ def has_remote(root: Path) -> bool:
         return bool(repo.config.get("core", {}).get("remote"))
 
 
-def dvc(root: Path, *args: str, log: Callable[[str], None] = print) -> list[str]:
-    """Run ``dvc <args>`` in ``root``, streaming its output lines to ``log``; raise on failure."""
+def dvc(root: Path, *args: str, log: Callable[[str], None] = print,
+        env: dict[str, str] | None = None) -> list[str]:
+    """Run ``dvc <args>`` in ``root`` (``env``: extra variables), streaming its output lines to
+    ``log``; raise on failure."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", *args], cwd=root, env=dvc_env(),
+        [sys.executable, "-m", "dvc", *args], cwd=root, env={**dvc_env(), **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
     )
     lines: list[str] = []
@@ -186,7 +190,8 @@ def repro(root: Path, name: str, *, pull: bool = False, force: bool = False,
     """
     key = fingerprint(root, name)
     args = ["repro", "--single-item", name] + (["--pull"] if pull else []) + (["--force"] if force else [])
-    lines = dvc(root, *args, log=log)
+    # the stage keys its shared checkpoints on this fingerprint (tasks/model/checkpoints.py)
+    lines = dvc(root, *args, log=log, env={STAGE_ENV: name, FINGERPRINT_ENV: key})
     outcome = "unchanged"
     for line in lines:
         for label, pattern in _OUTCOMES:

@@ -8,6 +8,8 @@ of the augmentation and dropout layers, optimizer variables including the step c
 drives the learning-rate schedule, history, early-stopping state and best weights) goes to a
 checkpoint folder OUTSIDE the stage's out dir (DVC deletes outs before it runs a stage).
 Written to a temporary folder and renamed, so a kill mid-write leaves the previous one intact.
+With a ``remote`` (tasks/model/checkpoints.py) each finished epoch is also mirrored to shared storage,
+and a run whose own folder holds nothing newer starts from the newest verified epoch there.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 
 import keras
 import numpy as np
+
+from tasks.model.checkpoints import RemoteCheckpoints
 
 STATE_FILE, VARS_FILE, BEST_FILE = "state.json", "variables.npz", "best.npz"
 
@@ -40,14 +44,18 @@ def _state_vars(model: keras.Model) -> list:
     return list(model.variables) + list(model.optimizer.variables)
 
 
+def _epoch_of(folder: Path | None) -> int:
+    return int(folder.name.removeprefix("epoch-")) if folder is not None else 0
+
+
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     """The newest complete epoch folder under ``ckpt_dir`` (None if none)."""
     done = sorted(ckpt_dir.glob("epoch-*")) if ckpt_dir.is_dir() else []
     return done[-1] if done else None
 
 
-def save_checkpoint(ckpt_dir: Path, model: keras.Model, state: dict, best: dict | None) -> None:
-    """Write epoch ``state["epoch"]``'s checkpoint atomically; drop older ones."""
+def save_checkpoint(ckpt_dir: Path, model: keras.Model, state: dict, best: dict | None) -> Path:
+    """Write epoch ``state["epoch"]``'s checkpoint atomically; drop older ones. Returns its folder."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     tmp = ckpt_dir / f"tmp-{state['epoch']:04d}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -61,6 +69,7 @@ def save_checkpoint(ckpt_dir: Path, model: keras.Model, state: dict, best: dict 
     for old in ckpt_dir.iterdir():
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 def load_checkpoint(ckpt_dir: Path, model: keras.Model) -> tuple[dict, dict | None] | None:
@@ -89,8 +98,8 @@ def current_lr(model: keras.Model) -> float:
 
 def fit_epochs(model: keras.Model, make_train: Callable[[int], Any], val_data: Any, *,
                epochs: int, patience: int, ckpt_dir: Path, monitor: str = "val_map",
-               on_epoch: Callable[[dict], None] | None = None, verbose: int | str = "auto"
-               ) -> dict:
+               on_epoch: Callable[[dict], None] | None = None, verbose: int | str = "auto",
+               remote: RemoteCheckpoints | None = None) -> dict:
     """Train up to ``epochs`` epochs with early stopping on ``monitor`` (higher is better).
 
     Args:
@@ -103,12 +112,17 @@ def fit_epochs(model: keras.Model, make_train: Callable[[int], Any], val_data: A
         monitor: the history key to maximise.
         on_epoch: called with each history row (also for epochs replayed from a checkpoint).
         verbose: Keras fit verbosity (1 = progress bar).
+        remote: shared checkpoint storage: pulled from before training when it holds a newer
+            epoch than ``ckpt_dir``, pushed to after every epoch (a failed push fails the run:
+            an unmirrored run would not survive losing its machine).
     Returns:
         {"history": [rows], "best_epoch": int, "best": float, "stopped_early": bool, "resumed_at": int}.
         The model holds the best epoch's weights.
     """
     state = {"epoch": 0, "history": [], "best": None, "best_epoch": 0, "wait": 0, "stop": False}
     best_weights = None
+    if remote is not None:
+        remote.pull_latest(ckpt_dir, newer_than=_epoch_of(latest_checkpoint(ckpt_dir)))
     resumed = load_checkpoint(ckpt_dir, model)
     if resumed is not None:
         state, best_weights = resumed
@@ -136,7 +150,9 @@ def fit_epochs(model: keras.Model, make_train: Callable[[int], Any], val_data: A
             state["stop"] = state["wait"] >= patience
         state["history"].append(row)
         state["epoch"] = epoch + 1
-        save_checkpoint(ckpt_dir, model, state, best_weights)
+        saved = save_checkpoint(ckpt_dir, model, state, best_weights)
+        if remote is not None:
+            remote.push(saved, state["epoch"])
         if on_epoch:
             on_epoch(row)
     if best_weights is not None:

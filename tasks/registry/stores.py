@@ -2,12 +2,12 @@
 
 Both implement the same small interface (keys are '/'-separated, relative to the store root):
 ``put_file`` (verified: the stored bytes' sha256 must equal the local one), ``put_bytes``,
-``get_bytes``, ``download``, ``list_keys``, ``sha256`` and ``uri``; and a compare-and-swap
-pair for objects several writers may race on (the aliases): ``get_tagged`` returns the bytes
-with a token naming that exact state, and ``put_if`` writes only if the object is still in
-the state the token names (None: only if it does not exist), else raises ``WriteConflict``.
-``after_put`` is an optional hook called with each key once it is stored (tests use it to cut
-the endpoint mid-publish).
+``get_bytes``, ``download``, ``list_keys``, ``sha256``, ``delete`` and ``uri``; and a
+compare-and-swap pair for objects several writers may race on (the aliases): ``get_tagged``
+returns the bytes with a token naming that exact state, and ``put_if`` writes only if the
+object is still in the state the token names (None: only if it does not exist), else raises
+``WriteConflict``. ``after_put`` is an optional hook called with each key once it is stored
+(tests use it to cut the endpoint mid-publish).
 
 Compare-and-swap on S3 is S3's own conditional write (``If-Match: <ETag>`` to replace,
 ``If-None-Match: *`` to create; 412 PreconditionFailed or 409 ConditionalRequestConflict when
@@ -156,6 +156,11 @@ class LocalStore:
         p = self._path(key)
         return p.stat().st_size if p.is_file() else None
 
+    def delete(self, keys: list[str]) -> None:
+        """Remove ``keys`` (absent ones are no error)."""
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+
 
 class S3Store:
     """A registry under s3://bucket/prefix, through boto3."""
@@ -299,6 +304,19 @@ class S3Store:
     def size(self, key: str) -> int | None:
         head = self._head(key)
         return None if head is None else int(head["ContentLength"])
+
+    def delete(self, keys: list[str]) -> None:
+        """Remove ``keys`` (absent ones are no error), up to 1000 per request as S3 allows."""
+        for i in range(0, len(keys), 1000):
+            batch = keys[i:i + 1000]
+            try:
+                out = self.client.delete_objects(Bucket=self.bucket, Delete={
+                    "Objects": [{"Key": self._key(k)} for k in batch], "Quiet": True})
+            except Exception as e:  # noqa: BLE001
+                raise self._fail("delete of", batch[0], e) from e
+            if out.get("Errors"):
+                err = out["Errors"][0]
+                raise RegistryError(f"delete of s3://{self.bucket}/{err.get('Key')} failed: {err.get('Code')}: {err.get('Message')}")
 
 
 Store = LocalStore | S3Store

@@ -21,7 +21,7 @@ def template(name: str) -> dict:
     return json.loads((POOLS / name).read_text())
 
 
-@pytest.mark.parametrize("name", ["k8s-gpu.json", "docker-gpu.json", "process.json"])
+@pytest.mark.parametrize("name", ["k8s-gpu.json", "k8s-cpu.json", "docker-gpu.json", "process.json"])
 def test_templates_pass_prefects_own_work_pool_validation(name):
     from prefect.server.schemas.actions import WorkPoolCreate
 
@@ -56,8 +56,8 @@ def test_docker_template_renders_gpu_device_requests():
     assert "{{" not in json.dumps(job)
 
 
-@pytest.mark.parametrize("name", ["k8s-gpu.json", "docker-gpu.json"])
-def test_gpu_pools_keep_stage_caches_in_the_shared_s3_results(name):
+@pytest.mark.parametrize("name", ["k8s-gpu.json", "k8s-cpu.json", "docker-gpu.json"])
+def test_container_pools_keep_stage_caches_in_the_shared_s3_results(name):
     # a pod's disk dies with it: without shared result storage no run would find a stage cached
     job = render_job_template(template(name), {})
     assert job["env"]["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] == "s3-bucket/tagsmith-results"

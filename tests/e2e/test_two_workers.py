@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,15 @@ def test_second_worker_reuses_the_first_workers_stages(pool, s3, tmp_path_factor
         first = trigger(url, "retrain", {"epochs_full": 1})
     assert first["state"]["type"] == "COMPLETED", log_a.read_text()[-5000:]
     assert stage_states(url, first["id"]) == {s: "Completed" for s in STAGES}
+    # training mirrored its epochs to the DVC remote's bucket, keyed by the stage's DVC run-cache
+    # key (the fingerprint the flow passed), and removed them once the stage completed
+    mirrored = re.findall(rf"checkpoint epoch 1 -> s3://{BUCKET}/dvc/tagsmith-checkpoints/train_full/(\w+)/epoch-0001",
+                          log_a.read_text())
+    assert mirrored, log_a.read_text()[-5000:]
+    client = boto3.client("s3", endpoint_url=s3.url, **_boto_creds())
+    run_cache = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="dvc/runs/").get("Contents", [])]
+    assert any(f"/{mirrored[0]}/" in k for k in run_cache), (mirrored, run_cache)
+    assert not client.list_objects_v2(Bucket=BUCKET, Prefix="dvc/tagsmith-checkpoints/").get("Contents")
 
     with prefect_worker(url, "tagsmith-local", b, env=machine(b, block_setting)) as log_b:
         second = trigger(url, "retrain", {"epochs_full": 1})

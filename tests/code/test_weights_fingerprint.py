@@ -31,13 +31,15 @@ def repo(tmp_path, monkeypatch) -> Path:
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q", "--no-scm"], cwd=tmp_path, check=True)
     (tmp_path / "artifacts" / "shards").mkdir(parents=True)
     (tmp_path / "artifacts" / "shards" / "index.json").write_text("{}")
+    (tmp_path / "artifacts" / "production").mkdir(parents=True)
+    (tmp_path / "artifacts" / "production" / "train_frozen.json").write_text("{}")
     return tmp_path
 
 
 @pytest.mark.parametrize("backbone", ["efficientnet_lite0", "resnet50_v2"])
 def test_another_weights_file_changes_train_frozens_fingerprint(repo, backbone):
     spec = get_backbone(backbone)
-    registry = repo / "tasks" / "backbones.py"
+    registry = repo / "tasks" / "model" / "backbones.py"
     original = registry.read_text()
     before = fingerprint(repo, "train_frozen")
     assert fingerprint(repo, "train_frozen") == before  # the same weights: the same key

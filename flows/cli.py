@@ -44,8 +44,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _cmd_data_add(args: argparse.Namespace) -> int:
     from flows.data_events import emit_slice_added
-    from tasks.dataset.slice_store import open_source
-    from tasks.dataset.slices import add_slice
+    from tasks.datasource.store import open_source
+    from tasks.datasource.slices import add_slice
 
     report = add_slice(open_source(args.source), Path(args.folder), Path(args.labels), slice_id=args.slice_id,
                        classes_file=Path(args.classes) if args.classes else None, dry_run=args.dry_run)
@@ -61,7 +61,7 @@ def _cmd_data_add(args: argparse.Namespace) -> int:
 
 def _cmd_data_track(args: argparse.Namespace) -> int:
     from flows.bridge.overrides import apply_overrides
-    from tasks.dataset import tracking
+    from tasks.datasource import tracking
 
     root = Path(args.workspace)
     imported = tracking.track(root, args.source, replace=args.replace)
@@ -74,7 +74,7 @@ def _cmd_data_track(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_update(args: argparse.Namespace) -> int:
-    from tasks.dataset import tracking
+    from tasks.datasource import tracking
 
     tracking.update(Path(args.workspace))
     return 0
@@ -121,7 +121,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_splits(args: argparse.Namespace) -> int:
     from tasks.common.config import IngestConfig, load
-    from tasks.dataset import ledger
+    from tasks.splits import ledger
 
     root = Path(args.workspace).resolve()
     cfg = load(IngestConfig, root / "params.yaml")

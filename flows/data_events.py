@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from tasks.dataset.slices import SliceReport
+from tasks.datasource.slices import SliceReport
 
 EVENT = "tagsmith.data.slice-added"
 RESOURCE_PREFIX = "tagsmith.data.source."

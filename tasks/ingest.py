@@ -9,7 +9,7 @@ same bytes under two names are kept once, so they can never land in two splits. 
 when more than ``max_quarantine_share`` of the rows are faulty, after writing the outputs so
 the quarantine can be inspected. Outputs are byte-deterministic.
 
-Splits never move (``tasks/dataset/sticky.py``): images the split ledger
+Splits never move (``tasks/splits/sticky.py``): images the split ledger
 (``ingest.splits_ledger``, git-tracked) lists keep their split; new ones are assigned and the
 extended ledger is written to ``artifacts/splits/ledger.tsv`` for ``tagsmith splits record``.
 """
@@ -33,11 +33,11 @@ from tasks.common import paths
 from tasks.common.config import IngestConfig, load
 from tasks.common.errors import DataError, stage_main
 from tasks.common.files import write_json
-from tasks.dataset import ledger, sticky
+from tasks.splits import ledger, sticky
 from tasks.dataset.imageio import ImageFault, resolve_under
-from tasks.dataset.neardup import probe
+from tasks.splits.neardup import probe
 from tasks.dataset.sources import SourceError, SourceRow, join_rel, read_source
-from tasks.dataset.splits import plot_cooccurrence, split_stats
+from tasks.splits.stratify import plot_cooccurrence, split_stats
 
 OUT_DIR = paths.DATASET
 # Dropped by an explicit policy the user chose, listed in quarantine but not counted as faults.
@@ -69,7 +69,7 @@ def _probe_all(paths: list[str], cfg: IngestConfig) -> list[tuple[str | None, st
         return [r for r in tqdm(map(probe, jobs), **bar)]
     chunk = max(1, len(jobs) // (cfg.workers * 16))
     # spawn, not fork: run() may be called from a threaded host (Prefect, pytest with TF loaded),
-    # where forking can deadlock; workers import only tasks.dataset.neardup and imageio.
+    # where forking can deadlock; workers import only tasks.splits.neardup and imageio.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) as pool:
         return list(tqdm(pool.map(probe, jobs, chunksize=chunk), **bar))

@@ -4,7 +4,7 @@
     python -m tasks.train full     # + artifacts/models/frozen -> artifacts/models/full
 
 Phase 1 (frozen): a base from the registry (tasks/model/backbones.py) with its starting weights
-(tasks/model/weights.py), frozen and run in inference mode, under a new head; only the head trains.
+(tasks/weights/resolve.py), frozen and run in inference mode, under a new head; only the head trains.
 Phase 2 (full): the phase-1 model with its base unfrozen (BatchNorm kept frozen, see
 tasks/model.unfreeze), recompiled with a low learning rate. Both: Adam (+ the study's inverse
 time decay), early stopping on validation mAP with the best weights restored, a checkpoint per
@@ -42,7 +42,7 @@ from tasks.model.backbones import get_backbone  # noqa: E402
 from tasks.model.checkpoints import RemoteCheckpoints, configured_location, stage_fingerprint  # noqa: E402
 from tasks.model.losses import make_loss, positive_weights  # noqa: E402
 from tasks.model.train_loop import fit_epochs  # noqa: E402
-from tasks.model.weights import Registry, apply_warm_start, build_base_with_weights, warm_start_source  # noqa: E402
+from tasks.weights.resolve import Registry, apply_warm_start, build_base_with_weights, warm_start_source  # noqa: E402
 from tasks.registry.resolved import pinned_version  # noqa: E402
 from tasks.registry.stores import Store, open_store  # noqa: E402
 

@@ -223,7 +223,7 @@ def sync_data_source(root: Path, log: Callable[[str], None] = print) -> bool:
     """Bring the data version up to date; True if it changed. A workspace that follows a sliced
     source (``tagsmith data track``) imports the source's new slices; otherwise a changed
     ``data/`` is recorded in ``data.dvc``, as ``dvc repro`` does."""
-    from tasks.dataset import tracking
+    from tasks.datasource import tracking
 
     if tracking.tracked_source(root):
         return bool(tracking.update(root, log=log))

@@ -43,7 +43,7 @@ class Section(BaseModel):
 
 
 class IngestConfig(Section):
-    source: Literal["manifest", "coco", "voc", "sliced"] = "manifest"  # sliced: tasks/dataset/slices.py
+    source: Literal["manifest", "coco", "voc", "sliced"] = "manifest"  # sliced: tasks/datasource/slices.py
     root: str = "data"  # dataset root; no image path may leave it
     images: str = "images"  # image folder, relative to root
     labels: str = "labels.tsv"  # manifest: filename + labels (CSV or TSV)

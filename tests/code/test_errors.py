@@ -29,7 +29,7 @@ def test_every_project_error_shares_the_base(cls):
 
 
 def test_weights_error_shares_the_base():
-    from tasks.model.weights import WeightsError  # imports Keras
+    from tasks.weights.resolve import WeightsError  # imports Keras
 
     assert issubclass(WeightsError, TagsmithError)
 

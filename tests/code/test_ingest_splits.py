@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.dataset.splits import assign_splits, split_stats
+from tasks.splits.stratify import assign_splits, split_stats
 
 
 def _labels(n: int = 200, k: int = 8, seed: int = 0) -> np.ndarray:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.dataset import ledger
-from tasks.dataset.neardup import close_pairs, group_ids
-from tasks.dataset.splits import assign_splits, inherited_splits
-from tasks.dataset.sticky import assign
+from tasks.splits import ledger
+from tasks.splits.neardup import close_pairs, group_ids
+from tasks.splits.stratify import assign_splits, inherited_splits
+from tasks.splits.sticky import assign
 
 SHARES = {"train": 0.8 * 0.85, "val": 0.8 * 0.15, "test": 0.2}
 TOLERANCE = 0.03  # per-label split share vs target, labels with >= 200 examples

@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from flows.cli import main
-from tasks.dataset.slice_store import AlreadyExists, open_source
-from tasks.dataset.slices import SliceError, add_slice, complete_slices
+from tasks.datasource.store import AlreadyExists, open_source
+from tasks.datasource.slices import SliceError, add_slice, complete_slices
 from tests.e2e.moto_s3 import FAKE_AWS, MotoServer
 
 

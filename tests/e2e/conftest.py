@@ -111,7 +111,7 @@ def prefect_worker(api_url: str, pool: str, workdir: Path, env: dict[str, str] |
 def make_tiny_repo(dest: Path) -> Path:
     """A fresh git+dvc repository holding the project's pipeline and the tiny dataset."""
     from flows.bridge.overrides import apply_overrides
-    from tasks.dataset import ledger
+    from tasks.splits import ledger
     from tasks.demo import synth
 
     dest.mkdir(parents=True)

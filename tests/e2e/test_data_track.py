@@ -15,8 +15,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from tasks.dataset.slice_store import open_source
-from tasks.dataset.slices import add_slice
+from tasks.datasource.store import open_source
+from tasks.datasource.slices import add_slice
 
 from .conftest import run
 from .moto_s3 import FAKE_AWS, MotoServer

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from flows.bridge.overrides import apply_overrides
-from tasks.dataset import ledger
+from tasks.splits import ledger
 from tasks.demo import synth
 
 from .conftest import make_tiny_repo, run

@@ -19,8 +19,8 @@ import skimage.data
 
 from tasks.model.backbones import BackbonePreprocess, build_base
 from tasks.model.efficientnet_lite import build
-from tasks.model.lite_convert import LiteWeightsError, converted_weights, pth_path
-from tasks.model.pth_reader import read_state_dict
+from tasks.weights.lite_convert import LiteWeightsError, converted_weights, pth_path
+from tasks.weights.pth_reader import read_state_dict
 
 REPO = Path(__file__).resolve().parents[2]
 

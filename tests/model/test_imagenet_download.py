@@ -21,7 +21,7 @@ import pytest
 from keras import layers
 
 from tasks.model.backbones import BACKBONES, Backbone
-from tasks.model.weights import WeightsError, build_base_with_weights
+from tasks.weights.resolve import WeightsError, build_base_with_weights
 
 FILE = "tiny_notop.weights.h5"
 

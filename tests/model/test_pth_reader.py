@@ -13,8 +13,8 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from tasks.model.lite_convert import pth_path
-from tasks.model.pth_reader import MAGIC_NUMBER, PROTOCOL_VERSION, PthFormatError, read_state_dict
+from tasks.weights.lite_convert import pth_path
+from tasks.weights.pth_reader import MAGIC_NUMBER, PROTOCOL_VERSION, PthFormatError, read_state_dict
 
 
 def test_the_packaged_lite0_file_reads_as_its_state_dict():

@@ -8,7 +8,7 @@ import pytest
 
 from tasks.model import build as M
 from tasks.model.backbones import build_base
-from tasks.model.weights import WeightsError, apply_warm_start, warm_start_source, Registry
+from tasks.weights.resolve import WeightsError, apply_warm_start, warm_start_source, Registry
 
 
 def test_unknown_weights_path_is_a_clear_error():

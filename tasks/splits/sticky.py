@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.dataset import ledger
-from tasks.dataset.neardup import group_ids
-from tasks.dataset.splits import SPLITS, assign_splits, inherited_splits
+from tasks.splits import ledger
+from tasks.splits.neardup import group_ids
+from tasks.splits.stratify import SPLITS, assign_splits, inherited_splits
 
 EXAMPLES = 10  # groups listed in stats.json
 

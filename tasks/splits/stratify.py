@@ -1,7 +1,7 @@
 """Deterministic multi-label splits that never move: iterative stratification toward each
 label's deficit, near-duplicate groups kept together, a user test split honoured.
 
-Images that already have a split (the ledger's, ``tasks/dataset/ledger.py``) keep it. Only new
+Images that already have a split (the ledger's, ``tasks/splits/ledger.py``) keep it. Only new
 images are assigned, with the iterative stratification of Sechidis et al. (2011), driven by
 desired counts that account for the images already placed: for split s and label j the
 desired count is ``share_s * (all images with j) - (images with j already in s)``, so each

@@ -1,6 +1,6 @@
 """Where a sliced data source lives: a local folder or an S3 prefix, written only by creation.
 
-A sliced source is append-only (see ``tasks/dataset/slices.py``), so its store offers no way to
+A sliced source is append-only (see ``tasks/datasource/slices.py``), so its store offers no way to
 overwrite: ``create`` refuses a key that already exists (a local ``O_EXCL`` open; on S3 a
 conditional ``put_object(IfNoneMatch='*')``, which the service checks atomically, so two writers
 racing for the same key cannot both win). ``replace`` exists for ``classes.txt`` only, whose

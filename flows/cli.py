@@ -202,11 +202,11 @@ def _cmd_registry(args: argparse.Namespace) -> int:
 def _publish_defaults() -> tuple[str, str]:
     """The registry of ./params.yaml; plain defaults only where there is no params.yaml
     (a broken one is an error, never silently replaced by defaults)."""
-    from tasks.common.config import PARAMS_FILE, PublishConfig, load
+    from tasks.common.config import PARAMS_FILE, RegistryConfig, load
 
     if not PARAMS_FILE.exists():
         return "registry", "tagsmith"
-    cfg = load(PublishConfig)
+    cfg = load(RegistryConfig)
     return cfg.store, cfg.model_name
 
 

@@ -73,12 +73,12 @@ def published_version_present(root: Path) -> bool:
     (bucket wiped, store moved) a re-run would stay Cached and publish nothing.
     """
     from tasks.registry import client as registry
-    from tasks.common.config import PublishConfig, load
+    from tasks.common.config import RegistryConfig, load
 
     receipt = json.loads((root / report.ARTIFACTS["receipt"]).read_text())
     if not receipt.get("published"):
         return True  # the gate rejected it: nothing should be there
-    cfg = load(PublishConfig, root / "params.yaml")
+    cfg = load(RegistryConfig, root / "params.yaml")
     uri = cfg.store if "://" in cfg.store else str(root / cfg.store)
     store = registry.open_store(uri, registry.s3_options(cfg))
     return registry.is_complete(store, receipt["model_name"], receipt["version"])

@@ -36,7 +36,7 @@ MODES: tuple[Mode, ...] = ("frozen", "frozen+full")
 FROZEN_ONLY: dict[str, Any] = {"epochs_full": 0}
 # Sweep runs are experiments: they publish into a registry inside their own workspace, never
 # into the shared one, so no sweep cell can become `production` by passing the gate.
-SWEEP_PARAMS: dict[str, Any] = {"publish.store": ".tagsmith/sweep-registry"}
+SWEEP_PARAMS: dict[str, Any] = {"registry.store": ".tagsmith/sweep-registry"}
 METRICS = (("p_at_1", "P@1"), ("map", "mAP"))
 
 GRIDS: dict[str, dict[str, Any]] = {

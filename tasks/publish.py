@@ -6,8 +6,8 @@ Reads artifacts/models/full, artifacts/eval and artifacts/shards; writes
 artifacts/publish/receipt.json and gate.md (no timestamps). The gate (tasks/evaluation/gate.py)
 scores production on the same test images as the candidate (evaluate's predictions.csv) and
 checks mAP, P@1, per-class AP and optionally a paired bootstrap. If every check passes (or
-publish.force), the version is uploaded to publish.store (tasks/registry/client.py) and
-publish.alias is moved to it, last, by compare-and-swap against the production version the
+publish.force), the version is uploaded to registry.store (tasks/registry/client.py) and
+registry.alias is moved to it, last, by compare-and-swap against the production version the
 gate compared with. The decision is also recorded in the registry (<model>/gate/<version>.json).
 A REJECTION EXITS 0: the receipt says "rejected", names the failing checks, and the alias stays
 where it was. Registry failures (S3 down, the alias kept moving) exit 1 with the reason.
@@ -30,7 +30,7 @@ from tasks.evaluation import gate, metrics, scoring
 from tasks.registry import client as registry
 from tasks.dataset import shards
 from tasks.common import paths
-from tasks.common.config import PublishConfig, load
+from tasks.common.config import PublishConfig, RegistryConfig, load
 from tasks.common.errors import DataError, stage_main
 from tasks.common.files import write_json
 from tasks.dataset.preprocess import Preprocess
@@ -107,16 +107,16 @@ def gate_rules(cfg: PublishConfig) -> gate.Rules:
     return gate.Rules(**{name: getattr(cfg, name) for name in gate.Rules.__dataclass_fields__})
 
 
-def compare_with_production(cfg: PublishConfig, prod_version: str, cand: tuple[list[str], np.ndarray],
-                            classes: list[str], shard_dir: Path, force: bool
-                            ) -> tuple[gate.GateDecision, dict[str, Any] | None]:
+def compare_with_production(cfg: PublishConfig, reg: RegistryConfig, prod_version: str,
+                            cand: tuple[list[str], np.ndarray], classes: list[str], shard_dir: Path,
+                            force: bool) -> tuple[gate.GateDecision, dict[str, Any] | None]:
     """Score production on the candidate's test images and run every gate check.
 
     Returns:
         (decision, production's summary metrics on those images or None).
     """
-    prod_dir = registry.resolve_model_dir(cfg.store, cfg.model_name, prod_version, Path(cfg.cache_dir),
-                                          registry.s3_options(cfg))
+    prod_dir = registry.resolve_model_dir(reg.store, reg.model_name, prod_version, paths.REGISTRY_CACHE,
+                                          registry.s3_options(reg))
     scored, note = baseline_scores(prod_dir, Path(shard_dir), cfg.batch_size)
     rules = gate_rules(cfg)
     if scored is None:
@@ -132,7 +132,7 @@ def compare_with_production(cfg: PublishConfig, prod_version: str, cand: tuple[l
 
 
 def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD_DIR,
-        eval_dir: Path = EVAL_DIR, out_dir: Path = OUT_DIR) -> PublishSummary:
+        eval_dir: Path = EVAL_DIR, out_dir: Path = OUT_DIR, *, reg: RegistryConfig) -> PublishSummary:
     """Gate, publish and move the alias; write receipt.json and gate.md.
 
     The alias write is a compare-and-swap against the production version the gate compared
@@ -141,7 +141,8 @@ def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD
     written over it unseen.
 
     Args:
-        cfg: the publish section.
+        cfg: the publish section (the gate).
+        reg: the registry section (where to publish, which alias to move).
         model_dir, shard_dir, eval_dir: the upstream stages' outputs.
         out_dir: where receipt.json and gate.md go.
     Returns:
@@ -150,7 +151,7 @@ def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD
         registry.RegistryError: the store failed, or the alias kept moving; nothing was
             overwritten.
     """
-    store = registry.open_store(cfg.store, registry.s3_options(cfg))
+    store = registry.open_store(reg.store, registry.s3_options(reg))
     candidate = json.loads((Path(eval_dir) / "metrics.json").read_text())
     classes = list(shards.read_index(Path(shard_dir))["classes"])
     cand = candidate_scores(Path(eval_dir))
@@ -160,45 +161,45 @@ def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD
         stage_files(Path(model_dir), Path(eval_dir), Path(shard_dir), files, saved_model=False)
         version = registry.version_of(registry.build_manifest(files))  # the export is not part of it
         for _ in range(cfg.alias_attempts):
-            prod = registry.get_alias(store, cfg.model_name, cfg.alias)
+            prod = registry.get_alias(store, reg.model_name, reg.alias)
             baseline = None
             if prod is not None and prod.version == version:
-                if not registry.is_complete(store, cfg.model_name, version):  # the store lost it
+                if not registry.is_complete(store, reg.model_name, version):  # the store lost it
                     export_saved_model(Path(model_dir), files / "saved_model")
-                    registry.publish_version(store, cfg.model_name, files)
+                    registry.publish_version(store, reg.model_name, files)
                 outcome = "unchanged"
                 decision = gate.decide(None, version, rules=gate_rules(cfg), force=False,
-                                       note=f"'{cfg.alias}' already is this content version; nothing to compare")
+                                       note=f"'{reg.alias}' already is this content version; nothing to compare")
                 break
             if prod is None:
                 decision = gate.decide(None, None, rules=gate_rules(cfg), force=cfg.force)
             else:
-                decision, baseline = compare_with_production(cfg, prod.version, cand, classes, Path(shard_dir), cfg.force)
+                decision, baseline = compare_with_production(cfg, reg, prod.version, cand, classes, Path(shard_dir), cfg.force)
             if not decision.publish:
                 outcome = "rejected"
                 break
             if not (files / "saved_model").exists():
                 export_saved_model(Path(model_dir), files / "saved_model")
-            registry.publish_version(store, cfg.model_name, files)
+            registry.publish_version(store, reg.model_name, files)
             try:
-                registry.set_alias(store, cfg.model_name, cfg.alias, version,
+                registry.set_alias(store, reg.model_name, reg.alias, version,
                                    expected=prod.version if prod else None, via="publish")
             except registry.AliasConflict as e:
                 moves.append({"from": prod.version if prod else None, "to": e.winner.version if e.winner else None})
-                print(f"publish: '{cfg.alias}' moved to {moves[-1]['to']} while gating {version}; "
+                print(f"publish: '{reg.alias}' moved to {moves[-1]['to']} while gating {version}; "
                       "comparing again with it")
                 continue
             outcome = "forced" if decision.forced else "published"
             break
         else:
             raise registry.RegistryError(
-                f"'{cfg.alias}' moved {len(moves)} times while {version} was being gated "
+                f"'{reg.alias}' moved {len(moves)} times while {version} was being gated "
                 f"({' -> '.join(str(m['to']) for m in moves)}); it was not overwritten. Re-run publish "
                 f"to compare with the production model then current.")
     moved = outcome in ("published", "forced")
     receipt = {
-        "model_name": cfg.model_name, "store": cfg.store, "alias": cfg.alias, "version": version,
-        "uri": store.uri(f"{cfg.model_name}/{version}"), "outcome": outcome,
+        "model_name": reg.model_name, "store": reg.store, "alias": reg.alias, "version": version,
+        "uri": store.uri(f"{reg.model_name}/{version}"), "outcome": outcome,
         "published": moved or outcome == "unchanged", "alias_moved": moved,
         "alias_version": version if moved or outcome == "unchanged" else (prod.version if prod else None),
         "alias_previous": (prod.version if prod else None) if moved else None,
@@ -207,19 +208,19 @@ def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD
         "gate": decision.as_dict(), "candidate": candidate, "baseline": baseline,
     }
     if outcome != "unchanged":  # `tagsmith registry show <version>` shows why it is (not) production
-        registry.record_gate(store, cfg.model_name, version, {k: receipt[k] for k in (
+        registry.record_gate(store, reg.model_name, version, {k: receipt[k] for k in (
             "alias", "outcome", "compared_with", "gate", "candidate", "baseline")})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "receipt.json", receipt)
-    (out_dir / "gate.md").write_text(gate.render_report(decision, outcome, version, cfg.alias, candidate, baseline))
+    (out_dir / "gate.md").write_text(gate.render_report(decision, outcome, version, reg.alias, candidate, baseline))
     return PublishSummary(outcome, version, receipt)
 
 
 def main() -> None:
     """Entry point of ``python -m tasks.publish``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    s = stage_main("publish", lambda: run(load(PublishConfig)))
+    s = stage_main("publish", lambda: run(load(PublishConfig), reg=load(RegistryConfig)))
     g = s.receipt["gate"]
     if s.outcome == "rejected":
         print(f"publish: gate REJECTED {s.version} against {g['baseline_version']}: {g['reason']}")

@@ -11,16 +11,19 @@ has moved (``tagsmith registry promote``/``rollback``, or another run's publish)
 from __future__ import annotations
 
 
-from tasks.common.config import PublishConfig, TrainFrozenConfig, load
+from tasks.common.config import RegistryConfig, TrainFrozenConfig, load
 from tasks.common.errors import stage_main
 from tasks.registry import resolved
 
 
 def main() -> None:
     """Entry point of ``python -m tasks.resolve_production``."""
-    inputs = stage_main("resolve_production", lambda: {
-        "publish": resolved.publish_input(load(PublishConfig)),
-        "train_frozen": resolved.train_frozen_input(load(TrainFrozenConfig))})
+    def body() -> dict:
+        reg = load(RegistryConfig)
+        return {"publish": resolved.publish_input(reg),
+                "train_frozen": resolved.train_frozen_input(load(TrainFrozenConfig), reg)}
+
+    inputs = stage_main("resolve_production", body)
     resolved.write(inputs)
     for stage, data in inputs.items():
         what = (f"{data['store']}/{data['model']}@{data['alias']} = {data['version'] or 'unset'}"

@@ -32,7 +32,7 @@ import pandas as pd  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tasks.common import paths  # noqa: E402
-from tasks.common.config import TrainFrozenConfig, TrainFullConfig, load  # noqa: E402
+from tasks.common.config import RegistryConfig, TrainFrozenConfig, TrainFullConfig, load  # noqa: E402
 from tasks.common.errors import DataError, stage_main  # noqa: E402
 from tasks.common.files import sha256_file, write_json  # noqa: E402
 from tasks.dataset.preprocess import Preprocess  # noqa: E402
@@ -43,7 +43,7 @@ from tasks.model.checkpoints import RemoteCheckpoints, configured_location, stag
 from tasks.model.losses import make_loss, positive_weights  # noqa: E402
 from tasks.model.train_loop import fit_epochs  # noqa: E402
 from tasks.weights.resolve import Registry, apply_warm_start, build_base_with_weights, warm_start_source  # noqa: E402
-from tasks.registry.resolved import pinned_version  # noqa: E402
+from tasks.registry.resolved import pinned_version, warm_start_alias  # noqa: E402
 from tasks.registry.stores import Store, open_store  # noqa: E402
 
 SHARDS = paths.SHARDS
@@ -142,7 +142,8 @@ def _write_live(live_dir: Path):
 def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path = SHARDS,
         models_dir: Path = MODELS, checkpoints: Path = CHECKPOINTS,
         checkpoint_store: Store | None = None, fingerprint: str | None = None,
-        devices: list[str] | None = None, verbose: int | str = "auto") -> TrainSummary:
+        devices: list[str] | None = None, verbose: int | str = "auto",
+        reg: RegistryConfig | None = None) -> TrainSummary:
     """Train one phase and write its model folder ``models_dir/phase``.
 
     Args:
@@ -157,6 +158,7 @@ def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path
             the flow passed in the environment, else a hash of params, data, upstream model and code.
         devices: explicit devices for MirroredStrategy (tests); default: all GPUs if > 1.
         verbose: Keras fit verbosity.
+        reg: the registry section (weights: production); default: its defaults.
     Returns:
         A TrainSummary.
     """
@@ -197,14 +199,14 @@ def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path
             base, origin = build_base_with_weights(cfg.backbone, size, cfg.weights)
             model = M.build_model(base, cfg.backbone, len(classes), dropout=cfg.dropout,
                                   policy=policy, seed=cfg.seed)
-            pinned = pinned_version("train_frozen", cfg.registry_store, cfg.registry_model, cfg.registry_alias)
-            source = warm_start_source(cfg.weights, Registry(
-                cfg.registry_store, cfg.registry_model, cfg.registry_alias, pinned))
+            reg = reg if reg is not None else RegistryConfig()
+            alias = warm_start_alias(cfg, reg)
+            pinned = pinned_version("train_frozen", reg.store, reg.model_name, alias)
+            source = warm_start_source(cfg.weights, Registry(reg.store, reg.model_name, alias, pinned))
             if source is not None:
                 origin = apply_warm_start(model, source, cfg.backbone, classes)
                 if cfg.weights == "production":
-                    origin = (f"production:{cfg.registry_store}/{cfg.registry_model}@{cfg.registry_alias}"
-                              f"={source.name} {origin}")
+                    origin = f"production:{reg.store}/{reg.model_name}@{alias}={source.name} {origin}"
             meta_extra = {"backbone": cfg.backbone, "weights": origin}
         else:
             assert isinstance(cfg, TrainFullConfig)
@@ -283,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
         store = open_store(*where) if where else None
         if store is not None:
             print(f"checkpoints mirrored to {store.uri()}", flush=True)
-        return run(phase, cfg, checkpoint_store=store, verbose=1 if sys.stdout.isatty() else 2)
+        return run(phase, cfg, checkpoint_store=store, verbose=1 if sys.stdout.isatty() else 2,
+                   reg=load(RegistryConfig) if phase == "frozen" else None)
 
     summary = stage_main(f"train_{phase}", body)
     print(json.dumps(summary.__dict__, sort_keys=True, indent=2))

@@ -126,10 +126,9 @@ class TrainFrozenConfig(Section):
     loss: LossName = "bce"
     seed: int = 42
     deterministic: bool = True
-    # weights: production warm-starts from the model this registry alias points at (train helper)
-    registry_store: str = "registry"
-    registry_model: str = "tagsmith"
-    registry_alias: str = "production"
+    # weights: production warm-starts from the version this alias of the registry section points
+    # at; None: the registry's own alias (the one publish moves)
+    warm_start_alias: str | None = None
 
 
 class TrainFullConfig(Section):
@@ -152,10 +151,19 @@ class EvaluateConfig(Section):
     default_threshold: float = Field(0.5, gt=0.0, lt=1.0)  # for classes absent from validation
 
 
-class PublishConfig(Section):
+class RegistryConfig(Section):
+    """Where published versions live: the one registry section, read by every stage that reads
+    or writes the registry (resolve_production, train_frozen's warm start, publish)."""
+
     store: str = "registry"  # a local folder, or s3://bucket/prefix
     model_name: str = "tagsmith"
-    alias: str = "production"
+    alias: str = "production"  # the alias publish moves and its gate compares with
+    endpoint_url: str | None = None  # S3 endpoint; None: AWS_ENDPOINT_URL, else AWS
+    s3_max_attempts: int = Field(5, ge=1)  # botocore retries with backoff (throttling, 5xx, network)
+    multipart_threshold_mb: int = Field(64, ge=5)  # larger files go up in parallel multipart chunks
+
+
+class PublishConfig(Section):
     # The gate (tasks/evaluation/gate.py): candidate vs production on the same test images.
     max_map_drop: float = Field(0.01, ge=0.0, le=1.0)  # allowed mAP drop against production
     must_improve: bool = False  # also require a higher mAP
@@ -169,10 +177,6 @@ class PublishConfig(Section):
     alias_attempts: int = Field(3, ge=1, le=10)  # re-compare when production moved meanwhile, this often
     force: bool = False  # publish even if the gate says no (recorded as forced)
     batch_size: int = Field(64, ge=1)  # scoring production on the test shards for the gate
-    cache_dir: str = ".cache/registry"  # S3 versions are downloaded here (verified) to be loaded
-    endpoint_url: str | None = None  # S3 endpoint; None: AWS_ENDPOINT_URL, else AWS
-    s3_max_attempts: int = Field(5, ge=1)  # botocore retries with backoff (throttling, 5xx, network)
-    multipart_threshold_mb: int = Field(64, ge=5)  # larger files go up in parallel multipart chunks
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -182,6 +186,7 @@ SECTIONS: dict[str, type[Section]] = {
     "train_full": TrainFullConfig,
     "evaluate": EvaluateConfig,
     "publish": PublishConfig,
+    "registry": RegistryConfig,  # not a stage: the registry every stage that uses one shares
 }
 
 S = TypeVar("S", bound=Section)

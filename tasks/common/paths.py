@@ -19,6 +19,9 @@ SHARDS = ARTIFACTS / "shards"  # augment: TFRecord shards, index.json, policy.js
 MODELS = ARTIFACTS / "models"  # train_frozen and train_full: one folder per phase
 EVAL = ARTIFACTS / "eval"  # evaluate: metrics.json, per_class.csv, thresholds.json, plots
 PUBLISH = ARTIFACTS / "publish"  # publish: receipt.json, gate.md
+PRODUCTION = ARTIFACTS / "production"  # resolve_production: the alias versions each stage reads
+# Versions read from an S3 registry are downloaded (and verified) here, by every reader
+REGISTRY_CACHE = Path(".cache/registry")
 
 
 def model_dir(phase: str) -> Path:

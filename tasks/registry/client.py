@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tasks.common.config import PublishConfig
+from tasks.common.config import RegistryConfig
 from tasks.common.files import json_text, sha256_file
 from tasks.registry.stores import RegistryError, S3Options, Store, WriteConflict, open_store
 
@@ -108,8 +108,8 @@ def version_of(manifest: dict[str, Any]) -> str:
     return "v-" + hashlib.sha256(canon).hexdigest()[:12]
 
 
-def s3_options(cfg: PublishConfig) -> S3Options:
-    """The S3 client settings of the publish section."""
+def s3_options(cfg: RegistryConfig) -> S3Options:
+    """The S3 client settings of the registry section."""
     return S3Options(endpoint_url=cfg.endpoint_url, max_attempts=cfg.s3_max_attempts,
                      multipart_threshold_mb=cfg.multipart_threshold_mb)
 

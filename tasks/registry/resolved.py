@@ -7,9 +7,9 @@ dep. The files hold nothing time-varying, so their bytes, and therefore DVC's fi
 the stage reading them (and the flow's cache key, which is that fingerprint), change exactly
 when what the stage reads from the registry changes:
 
-- ``publish.json``: the alias the gate compares with (``publish.store/model_name/alias``) and
+- ``publish.json``: the alias the gate compares with (``registry.store/model_name/alias``) and
   the version it points at (publish always reads it);
-- ``train_frozen.json``: the same for ``train_frozen.registry_*`` when ``weights: production``;
+- ``train_frozen.json``: the same for its warm-start alias when ``weights: production``;
   with any other ``weights`` the stage reads nothing from the registry and the file says only
   that, so promotes and rollbacks leave training alone. train_frozen then loads exactly the
   version written here (:func:`pinned_version`), never whatever the alias says later.
@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tasks.common.config import PublishConfig, TrainFrozenConfig
+from tasks.common.config import RegistryConfig, TrainFrozenConfig
 from tasks.common.files import write_json
 from tasks.registry.client import get_alias, s3_options
 from tasks.registry.stores import S3Options, open_store
@@ -37,16 +37,21 @@ def resolve_alias(store: str, model: str, alias: str, options: S3Options | None 
     return {"store": store, "model": model, "alias": alias, "version": record.version if record else None}
 
 
-def publish_input(cfg: PublishConfig) -> dict[str, Any]:
+def publish_input(reg: RegistryConfig) -> dict[str, Any]:
     """What publish reads from the registry: the production model its gate compares with."""
-    return resolve_alias(cfg.store, cfg.model_name, cfg.alias, s3_options(cfg))
+    return resolve_alias(reg.store, reg.model_name, reg.alias, s3_options(reg))
 
 
-def train_frozen_input(cfg: TrainFrozenConfig) -> dict[str, Any]:
+def warm_start_alias(cfg: TrainFrozenConfig, reg: RegistryConfig) -> str:
+    """The alias ``weights: production`` starts from."""
+    return cfg.warm_start_alias or reg.alias
+
+
+def train_frozen_input(cfg: TrainFrozenConfig, reg: RegistryConfig) -> dict[str, Any]:
     """What train_frozen reads from the registry: the warm-start model, or nothing."""
     if cfg.weights != "production":
         return {"reads_registry": False}
-    return resolve_alias(cfg.registry_store, cfg.registry_model, cfg.registry_alias)
+    return resolve_alias(reg.store, reg.model_name, warm_start_alias(cfg, reg), s3_options(reg))
 
 
 def write(inputs: dict[str, dict[str, Any]], out_dir: Path = OUT_DIR) -> None:

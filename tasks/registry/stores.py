@@ -326,7 +326,7 @@ def open_store(uri: str, options: S3Options | None = None) -> Store:
     """Open ``s3://bucket/prefix`` as an S3Store, anything else as a local folder.
 
     Args:
-        uri: the store location (publish.store).
+        uri: the store location (registry.store).
         options: S3 client settings (ignored for local folders).
     Returns:
         The store.

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from tasks.common import paths
 from tasks.common.errors import DataError, stage_main
 from tasks.dataset import imageio
 from tasks.dataset.preprocess import Preprocess, model_input
@@ -33,7 +34,7 @@ from tasks.evaluation import scoring
 from tasks.registry import client as registry
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-CACHE_DIR = Path(".cache/registry")
+CACHE_DIR = paths.REGISTRY_CACHE
 
 
 @dataclass

@@ -24,13 +24,10 @@ from pathlib import Path
 
 import keras
 
+from tasks.common import paths
 from tasks.common.errors import TagsmithError
 
 from tasks.model.backbones import build_base, get_backbone
-
-
-# S3 registry downloads for warm starts: outside every DVC out, gitignored like the checkpoints.
-REGISTRY_CACHE = Path(".tagsmith/registry-cache")
 
 
 class WeightsError(TagsmithError, RuntimeError):
@@ -160,7 +157,7 @@ def warm_start_source(weights: str, registry: Registry) -> Path | None:
         from tasks.registry.client import resolve_model_dir
 
         return Path(resolve_model_dir(registry.store, registry.model_name, registry.version or registry.alias,
-                                      cache_dir=REGISTRY_CACHE))
+                                      cache_dir=paths.REGISTRY_CACHE))
     path = Path(weights)
     if not path.exists():
         raise WeightsError(f"weights: {weights}: no such file or folder (expected imagenet, none, "

@@ -139,21 +139,20 @@ def test_concurrent_promotes_from_two_processes_one_wins_the_loser_names_the_win
 
 
 def test_resolved_inputs_change_only_with_what_each_stage_reads(tmp_path):
-    from tasks.common.config import PublishConfig, TrainFrozenConfig
+    from tasks.common.config import RegistryConfig, TrainFrozenConfig
     from tasks.registry import resolved
 
     reg = str(tmp_path / "reg")
     store = registry.open_store(reg)
     v1 = registry.publish_version(store, "m", make_files(tmp_path / "a", "a"))
     v2 = registry.publish_version(store, "m", make_files(tmp_path / "b", "b"))
-    pub = PublishConfig(store=reg, model_name="m")
-    warm = TrainFrozenConfig(weights="production", registry_store=reg, registry_model="m")
-    cold = TrainFrozenConfig(weights="none", registry_store=reg, registry_model="m")
+    pub = RegistryConfig(store=reg, model_name="m")
+    warm, cold = TrainFrozenConfig(weights="production"), TrainFrozenConfig(weights="none")
     assert resolved.publish_input(pub)["version"] is None  # no production yet: still a definite input
     registry.promote(store, "m", v1)
-    before = (resolved.publish_input(pub), resolved.train_frozen_input(warm), resolved.train_frozen_input(cold))
+    before = (resolved.publish_input(pub), resolved.train_frozen_input(warm, pub), resolved.train_frozen_input(cold, pub))
     registry.promote(store, "m", v2)
-    after = (resolved.publish_input(pub), resolved.train_frozen_input(warm), resolved.train_frozen_input(cold))
+    after = (resolved.publish_input(pub), resolved.train_frozen_input(warm, pub), resolved.train_frozen_input(cold, pub))
     assert before[0]["version"] == v1 and after[0]["version"] == v2
     assert before[1]["version"] == v1 and after[1]["version"] == v2
     assert before[2] == after[2] == {"reads_registry": False}  # weights none reads nothing

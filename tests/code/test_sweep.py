@@ -23,7 +23,7 @@ def test_frozen_only_cell_asks_retrain_for_no_fine_tuning_and_a_private_registry
     assert frozen["epochs_full"] == 0 and full["epochs_full"] == 20
     assert frozen["lr_frozen"] == frozen["lr_full"] == 1e-5
     assert frozen["params"]["augment.workers"] == 1
-    assert frozen["params"]["publish.store"] != "registry" and full["params"]["publish.store"] != "registry"
+    assert frozen["params"]["registry.store"] != "registry" and full["params"]["registry.store"] != "registry"
 
 
 def test_children_run_at_most_max_parallel_at_once_and_mode_after_mode():

@@ -155,7 +155,7 @@ def test_with_weights_production_moving_its_alias_makes_train_frozen_stale(repro
     a = registry.get_alias(store, "tagsmith", "production").version
     # warm start from an alias of its own, so publish's moves of production leave it alone
     registry.promote(store, "tagsmith", a, alias="warm")
-    apply_overrides(repo / "params.yaml", {"train_frozen.weights": "production", "train_frozen.registry_alias": "warm"})
+    apply_overrides(repo / "params.yaml", {"train_frozen.weights": "production", "train_frozen.warm_start_alias": "warm"})
     settle(repo)
     meta = json.loads((repo / "artifacts/models/frozen/metadata.json").read_text())
     assert f"@warm={a}" in meta["weights"]  # started from exactly the resolved version

@@ -59,7 +59,7 @@ def test_publish_stage_on_s3_gate_and_predict(server, tmp_path, monkeypatch, cap
     root = tmp_path / "repo"
     make_shards(root / "artifacts")
     (root / "params.yaml").write_text(
-        f"publish:\n  store: {store_uri}\n  model_name: m\n  s3_max_attempts: 2\n  batch_size: 8\n")
+        f"publish:\n  batch_size: 8\nregistry:\n  store: {store_uri}\n  model_name: m\n  s3_max_attempts: 2\n")
     monkeypatch.chdir(root)  # the stage reads params.yaml and artifacts/ from the cwd
 
     stage_dir(root, 1.0)

@@ -59,8 +59,7 @@ def pool(s3, tiny_repo_factory, tmp_path_factory):
     run(dvc + ["remote", "add", "-d", "store", f"s3://{BUCKET}/dvc"], repo)
     run(dvc + ["remote", "modify", "store", "endpointurl", s3.url], repo)
     registry = f"s3://{BUCKET}/registry"
-    apply_overrides(repo / "params.yaml", {"publish.store": registry, "publish.endpoint_url": s3.url,
-                                           "train_frozen.registry_store": registry})
+    apply_overrides(repo / "params.yaml", {"registry.store": registry, "registry.endpoint_url": s3.url})
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "S3 remote and registry"], repo)
     run(dvc + ["push", "data.dvc"], repo, env=env)
     server_dir = tmp_path_factory.mktemp("prefect-two")

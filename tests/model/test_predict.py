@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from tasks import evaluate, publish
-from tasks.common.config import EvaluateConfig, PublishConfig
+from tasks.common.config import EvaluateConfig, PublishConfig, RegistryConfig
 from tasks.serving import predict
 from tests.model.evalkit import CLASSES, make_model, make_shards
 
@@ -24,8 +24,8 @@ def published(tmp_path_factory):
     shards = make_shards(root)
     make_model(root / "model", sign=1.0)
     evaluate.run(EvaluateConfig(batch_size=8), root / "model", shards, root / "eval")
-    cfg = PublishConfig(store=str(root / "registry"), model_name="m")
-    receipt = publish.run(cfg, root / "model", shards, root / "eval", root / "publish").receipt
+    reg = RegistryConfig(store=str(root / "registry"), model_name="m")
+    receipt = publish.run(PublishConfig(), root / "model", shards, root / "eval", root / "publish", reg=reg).receipt
     return root, receipt
 
 

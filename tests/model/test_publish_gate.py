@@ -11,7 +11,7 @@ import pytest
 
 from tasks import evaluate, publish
 from tasks.registry import client as registry
-from tasks.common.config import EvaluateConfig, PublishConfig
+from tasks.common.config import EvaluateConfig, PublishConfig, RegistryConfig
 
 from tests.model.evalkit import make_model, make_shards
 
@@ -26,9 +26,10 @@ def world(tmp_path_factory):
     return root
 
 
-def stage(world, name, out, **kw):
-    cfg = PublishConfig(store=str(world / "registry"), model_name="m", **kw)
-    return publish.run(cfg, world / name / "model", world / "shards", world / name / "eval", world / out)
+def stage(world, name, out, alias="production", **kw):
+    reg = RegistryConfig(store=str(world / "registry"), model_name="m", alias=alias)
+    return publish.run(PublishConfig(**kw), world / name / "model", world / "shards", world / name / "eval",
+                       world / out, reg=reg)
 
 
 def test_gate_sequence(world):

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 from tasks.common.errors import TagsmithError
-from tasks.common.files import sha256_file
+from tasks.common.files import json_text, sha256_file
 from tasks.registry.stores import S3Options, Store, open_store
 
 ENV_STORE, ENV_STAGE, ENV_FINGERPRINT = "TAGSMITH_CHECKPOINTS", "TAGSMITH_STAGE", "TAGSMITH_STAGE_FINGERPRINT"
@@ -128,7 +128,7 @@ class RemoteCheckpoints:
             self.store.put_file(path, f"{base}/{path.name}", sha)
             files[path.name] = {"sha256": sha, "size": path.stat().st_size}
         manifest = {"epoch": epoch, "files": files}
-        self.store.put_bytes(f"{base}/{MANIFEST}", json.dumps(manifest, sort_keys=True, indent=2).encode())
+        self.store.put_bytes(f"{base}/{MANIFEST}", json_text(manifest).encode())
         size = sum(f["size"] for f in files.values())
         print(f"checkpoint epoch {epoch} -> {self.store.uri(base)} ({size / 1e6:.1f} MB, {time.time() - t0:.1f} s)", flush=True)
         for old in self._epochs():

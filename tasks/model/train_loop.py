@@ -23,6 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tasks.common.files import write_json
 from tasks.model.checkpoints import RemoteCheckpoints
 
 STATE_FILE, VARS_FILE, BEST_FILE = "state.json", "variables.npz", "best.npz"
@@ -63,7 +64,7 @@ def save_checkpoint(ckpt_dir: Path, model: keras.Model, state: dict, best: dict 
     np.savez(tmp / VARS_FILE, **_snapshot(_state_vars(model)))
     if best is not None:
         np.savez(tmp / BEST_FILE, **best)
-    (tmp / STATE_FILE).write_text(json.dumps(state, sort_keys=True, indent=2))
+    write_json(tmp / STATE_FILE, state)
     final = ckpt_dir / f"epoch-{state['epoch']:04d}"
     tmp.rename(final)
     for old in ckpt_dir.iterdir():

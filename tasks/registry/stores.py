@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.common.errors import TagsmithError
-from tasks.common.files import sha256_file
+from tasks.common.files import sha256_bytes, sha256_file
 
 CHUNK = 1 << 20
 
@@ -120,7 +120,7 @@ class LocalStore:
     def get_tagged(self, key: str) -> tuple[bytes, str] | None:
         """The object's bytes and a token for this state (its sha256), or None if absent."""
         data = self.get_bytes(key)
-        return None if data is None else (data, hashlib.sha256(data).hexdigest())
+        return None if data is None else (data, sha256_bytes(data))
 
     def put_if(self, key: str, data: bytes, token: str | None) -> None:
         """Write ``key`` only if it is still in the state ``token`` names (None: absent).

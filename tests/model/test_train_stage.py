@@ -75,18 +75,20 @@ def test_shards_that_do_not_say_how_images_were_prepared_are_refused(tiny_shards
         train.run("frozen", FROZEN, shard_dir=shards, models_dir=tmp_path / "m", checkpoints=tmp_path / "ck")
     assert not (tmp_path / "m").exists()
 def test_trained_models_carry_exactly_the_policy_of_policy_json(trained, tiny_shards):
-    from tasks.model.augmentation import POLICY_DEFAULTS
+    from tasks.common.config import AugmentPolicy
+
+    fields = set(AugmentPolicy.model_fields)
 
     root, _, _ = trained
     policy = json.loads((tiny_shards / "policy.json").read_text())
-    assert set(policy) == set(POLICY_DEFAULTS)
+    assert set(policy) == fields
     for phase in ("frozen", "full"):
         model, _ = load_model(root / "models" / phase)
         layer = model.get_layer("augmentation")
         # right after the input, before the backbone's preprocessing: it sees raw 0..255 pixels
         assert [lay.name for lay in model.layers[1:3]] == ["augmentation", "preprocess"], phase
         config = layer.get_config()
-        assert {k: config[k] for k in POLICY_DEFAULTS} == policy, phase
+        assert {k: config[k] for k in fields} == policy, phase
         x = np.full((2, 32, 32, 3), 100.0, "float32")
         x[:, :8] = 250.0  # an asymmetric image: rotation, shifts and flips all move it
         assert np.array_equal(np.asarray(layer(x, training=False)), x)

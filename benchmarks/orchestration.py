@@ -107,10 +107,10 @@ def _timed(cmd: list[str], cwd: Path, env: dict[str, str], expect: str | None = 
     return wall
 
 
-STAGE_CHECKS = ("import time; from pathlib import Path; from flows import stages; root = Path('.').resolve(); "
+STAGE_CHECKS = ("import time; from pathlib import Path; from flows.bridge import stages; root = Path('.').resolve(); "
                 "t = time.perf_counter(); [stages.inspect(root, n) "
                 "for n in stages.pipeline(root)]; print(time.perf_counter() - t)")
-HAS_REMOTE = ("import time; from pathlib import Path; from flows import stages; t = time.perf_counter(); "
+HAS_REMOTE = ("import time; from pathlib import Path; from flows.bridge import stages; t = time.perf_counter(); "
               "stages.has_remote(Path('.')); print(time.perf_counter() - t)")
 
 

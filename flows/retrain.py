@@ -147,6 +147,12 @@ def retrain(
     chosen = flow_overrides({k: v for k, v in locals().items() if k in FLOW_PARAMS})
     changed = apply_overrides(root / "params.yaml", {**chosen, **(params or {})})
     results.check(get_run_logger().info)  # where stage caches live; unusable storage fails here
+    with stages.session(root):  # one DVC repository open for all the checks below
+        return _run_pipeline(root, changed, refresh_cache, experiment)
+
+
+def _run_pipeline(root: Path, changed: dict[str, Any], refresh_cache: bool, experiment: str | None) -> dict[str, Any]:
+    """The body of ``retrain`` once params.yaml holds the run's values."""
     stages.sync_data_source(root, log=get_run_logger().info)
     remote = stages.has_remote(root)
     # the data version too, so a fresh workspace elsewhere can check it out (a sliced source's

@@ -18,9 +18,11 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import yaml
 
@@ -81,10 +83,48 @@ def pipeline(root: Path) -> list[str]:
     return names
 
 
-def _repo(root: Path):  # type: ignore[no-untyped-def]
+# Roots inside ``session()``: their open repository (None until first used, or after a dvc
+# subprocess may have changed dvc.lock, outputs or config).
+_SESSIONS: dict[Path, Any] = {}
+
+
+@contextmanager
+def session(root: Path) -> Iterator[None]:
+    """Share one open DVC repository between the checks made on ``root`` inside this block.
+
+    Opening a repository and collecting its stages costs a noticeable part of a fully cached
+    flow run, which checks every stage; outside a session each check opens its own, so a
+    caller that edits the workspace between checks always sees the edit.
+    """
+    key = Path(root).resolve()
+    _SESSIONS[key] = None
+    try:
+        yield
+    finally:
+        _forget(key)
+        _SESSIONS.pop(key, None)
+
+
+def _forget(root: Path) -> None:
+    key = Path(root).resolve()
+    repo = _SESSIONS.get(key)
+    if repo is not None:
+        repo.close()
+        _SESSIONS[key] = None
+
+
+@contextmanager
+def _repo(root: Path) -> Iterator[Any]:
     from dvc.repo import Repo
 
-    return Repo(os.fspath(root))
+    key = Path(root).resolve()
+    if key not in _SESSIONS:
+        with Repo(os.fspath(key)) as repo:
+            yield repo
+        return
+    if _SESSIONS[key] is None:
+        _SESSIONS[key] = Repo(os.fspath(key))
+    yield _SESSIONS[key]
 
 
 def _target(root: Path, name: str) -> str:
@@ -160,6 +200,7 @@ def dvc(root: Path, *args: str, log: Callable[[str], None] = print,
         env: dict[str, str] | None = None) -> list[str]:
     """Run ``dvc <args>`` in ``root`` (``env``: extra variables), streaming its output lines to
     ``log``; raise on failure."""
+    _forget(root)  # whatever it changes, the next check reads afresh
     proc = subprocess.Popen(
         [sys.executable, "-m", "dvc", *args], cwd=root, env={**dvc_env(), **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
@@ -189,6 +230,8 @@ def repro(root: Path, name: str, *, pull: bool = False, force: bool = False,
     runs it regardless.
     """
     key = fingerprint(root, name)
+    if key == ALWAYS:
+        return _repro_always(root, name, log)
     args = ["repro", "--single-item", name] + (["--pull"] if pull else []) + (["--force"] if force else [])
     # the stage keys its shared checkpoints on this fingerprint (tasks/model/checkpoints.py)
     lines = dvc(root, *args, log=log, env={STAGE_ENV: name, FINGERPRINT_ENV: key})
@@ -199,6 +242,70 @@ def repro(root: Path, name: str, *, pull: bool = False, force: bool = False,
             if m and m.group("stage") == name:
                 outcome = label
     return StageRun(stage=name, fingerprint=key, outcome=outcome, lock=lock_entry(root, name))
+
+
+@contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors, so child processes too) to ``path``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("wb") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+@contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    import logging
+
+    logger = logging.getLogger(name)
+    saved = logger.propagate
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.propagate = saved
+
+
+def _repro_always(root: Path, name: str, log: Callable[[str], None]) -> StageRun:
+    """``dvc repro --single-item name`` for an ``always_changed`` stage, run by DVC in this process.
+
+    Such a stage runs on every flow run, cached or not; a ``dvc`` subprocess would add its
+    interpreter start and imports (most of a second) to every fully cached re-run. Its
+    output still reaches ``log``, and a failure raises ``StageError`` with the output's tail.
+    """
+    from dvc.exceptions import DvcException
+
+    with tempfile.TemporaryDirectory() as tmp, _repo(root) as repo:
+        out = Path(tmp) / "out"
+        failed: Exception | None = None
+        try:
+            # DVC's own log records would reach the flow's log handlers (and the captured
+            # stderr) twice over; what it says for a person is written to stdout anyway
+            with _output_to(out), _quiet_logger("dvc"):
+                repo.reproduce(_target(root, name), single_item=True, run_env={**dvc_env(), STAGE_ENV: name})
+        except DvcException as e:
+            failed = e
+        lines = [ln.split("\r")[-1] for ln in out.read_text(errors="replace").splitlines()]
+    _forget(root)  # it rewrote dvc.lock and its outputs
+    lines = [ln for ln in lines if ln.strip()]
+    for line in lines:
+        if not _HINTS.match(line) and not is_noise(line):
+            log(line)
+    if failed is not None:
+        tail = "\n".join(lines[-15:])
+        raise StageError(f"`dvc repro --single-item {name}` failed: {failed}\n{tail}")
+    return StageRun(stage=name, fingerprint=ALWAYS, outcome="ran", lock=lock_entry(root, name))
 
 
 WORKSPACE_MARK = "tagsmith.workspace"  # git config key prepare_workspace sets in the clones it makes
@@ -226,6 +333,7 @@ def sync_data_source(root: Path, log: Callable[[str], None] = print) -> bool:
     from tasks.datasource import tracking
 
     if tracking.tracked_source(root):
+        _forget(root)
         return bool(tracking.update(root, log=log))
     if not (root / DATA_SOURCE).exists() or is_current(root, DATA_SOURCE):
         return False

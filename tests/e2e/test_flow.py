@@ -40,14 +40,16 @@ def run_flow(repo, api_url: str, **params) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def flow_repo(tiny_repo_factory):
-    return tiny_repo_factory("flow")
+def first_run(tiny_repo_factory, prefect_server):
+    """A workspace after the flow's first run: its stage states and the dvc.lock it wrote."""
+    repo = tiny_repo_factory("flow")
+    states = run_flow(repo, prefect_server)
+    return repo, states, (repo / "dvc.lock").read_text()
 
 
-def test_flow_runs_cached_then_subset(flow_repo, prefect_server, tiny_repo_factory):
-    first = run_flow(flow_repo, prefect_server)
+def test_flow_runs_cached_then_subset(first_run, prefect_server):
+    flow_repo, first, lock = first_run
     assert first == {s: "Completed" for s in STAGES}
-    lock = (flow_repo / "dvc.lock").read_text()
     model = flow_repo / "artifacts/models/full/model.keras"
     mtime = model.stat().st_mtime_ns
 
@@ -92,9 +94,8 @@ def experiments(repo) -> list[dict]:
     return [rev for row in rows for group in (row.get("experiments") or []) for rev in group["revs"]]
 
 
-def test_flow_and_dvc_repro_write_the_same_lock(prefect_server, tiny_repo_factory):
-    by_flow = tiny_repo_factory("same-flow")
+def test_flow_and_dvc_repro_write_the_same_lock(first_run, tiny_repo_factory):
+    _, _, by_flow = first_run  # the lock of a first run, every stage run by the flow
     by_dvc = tiny_repo_factory("same-dvc")
-    run_flow(by_flow, prefect_server, refresh_cache=True)
     run([sys.executable, "-m", "dvc", "repro"], by_dvc)
-    assert (by_flow / "dvc.lock").read_text() == (by_dvc / "dvc.lock").read_text()
+    assert (by_dvc / "dvc.lock").read_text() == by_flow

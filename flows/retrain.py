@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,10 @@ def run_lineage(root: Path, experiment: str | None) -> tuple[str | None, dict[st
     env = {lineage.ENV_RUN_ID: this_run.id or "", lineage.ENV_RUN_NAME: this_run.name or "",
            lineage.ENV_RUN_URL: this_run.ui_url or ""}
     if name:
-        env[lineage.ENV_REF] = stages.experiment_ref(root, name)
+        try:
+            env[lineage.ENV_REF] = stages.experiment_ref(root, name)
+        except subprocess.CalledProcessError:  # no commit to base it on: recording it will fail too
+            get_run_logger().warning("%s has no git commit: the run cannot be saved as a ref", root)
     return name, {k: v for k, v in env.items() if v}
 
 

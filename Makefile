@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # Every stage is a fresh Python process: let it reuse compiled bytecode.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup data demo demo-s3 s3-down test bench bench-summary gpu-wheels up down
+.PHONY: setup data demo demo-s3 demo-nightly s3-down test bench bench-summary gpu-wheels up down
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -52,6 +52,12 @@ demo-s3: data
 	infra/s3-local.sh up
 	eval "$$(infra/s3-local.sh env)" && $(RUN) tagsmith retrain \
 	  --set registry.store=s3://$(S3_BUCKET)/registry
+
+# Three nights of the recurring loop against the local S3 endpoint, in a fresh repository under
+# .tagsmith/demo-nightly (README: "Three nights"). DEMO_NIGHTLY: options, e.g. "--preset tiny".
+demo-nightly: setup
+	infra/s3-local.sh up
+	eval "$$(infra/s3-local.sh env)" && $(RUN) python -m flows.demo_nightly $(DEMO_NIGHTLY)
 
 s3-down:
 	infra/s3-local.sh down

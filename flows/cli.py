@@ -6,6 +6,7 @@
     tagsmith retrain [--backbone B] [--epochs-full N] [--set section.key=value ...] [--experiment NAME]
     tagsmith predict --model production images/ -o preds.csv
     tagsmith registry list | show VERSION | promote VERSION [--alias A] | rollback [--alias A] | verify VERSION
+    tagsmith registry lineage VERSION | reproduce VERSION [--into DIR] [--repository URL]
     tagsmith status                                            # each stage's fingerprint, current or stale
     tagsmith splits record | init                              # keep the splits ingest assigned (data.splits.tsv)
     tagsmith results-store s3://BUCKET/PREFIX [--endpoint-url URL]  # share Prefect's stage caches on S3
@@ -190,6 +191,8 @@ def _cmd_registry(args: argparse.Namespace) -> int:
         result = registry.promote(store, name, args.version, args.alias)
     elif args.action == "rollback":
         result = registry.rollback(store, name, args.alias)
+    elif args.action in ("lineage", "reproduce"):
+        return _cmd_lineage(args, store, registry.resolve(store, name, args.version))
     else:  # verify
         version = registry.resolve(store, name, args.version)  # an alias or a version
         problems = registry.verify(store, name, version)
@@ -197,6 +200,27 @@ def _cmd_registry(args: argparse.Namespace) -> int:
         return 1 if problems else 0
     print(json.dumps(result, indent=2, default=_plain))
     return 0
+
+
+def _cmd_lineage(args: argparse.Namespace, store: Any, version: str) -> int:
+    import tempfile
+
+    from tasks.registry import client as registry
+    from tasks.registry import lineage
+
+    if args.action == "lineage":
+        print(json.dumps(lineage.walk(store, args.model_name, version), indent=2))
+        return 0
+    record = lineage.read(store, args.model_name, version)
+    if record is None:
+        sys.exit(f"tagsmith registry reproduce: {version} has no lineage.json (published before lineage was recorded)")
+    into = Path(args.into or tempfile.mkdtemp(prefix=f"tagsmith-reproduce-{version}-"))
+    rebuilt = lineage.reproduce(record, args.store, into, repository=args.repository,
+                                log=lambda line: print(line, file=sys.stderr))  # stdout: the JSON result
+    published = registry.resolve_model_dir(args.store, args.model_name, version, paths.REGISTRY_CACHE)
+    same = lineage.same_weights(rebuilt, published)
+    print(json.dumps({"version": version, "ref": record["ref"], "rebuilt": str(rebuilt), **same}, indent=2))
+    return 0 if same["weights_equal"] else 1
 
 
 def _publish_defaults() -> tuple[str, str]:
@@ -298,13 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model-name", default=model_name, help=f"model name in the registry (default: {model_name})")
     pr.set_defaults(func=_cmd_predict)
 
-    g = sub.add_parser("registry", help="list, show, promote, roll back or verify published versions")
-    g.add_argument("action", choices=["list", "show", "promote", "rollback", "verify"],
-                   help="list versions; show, promote or verify VERSION; roll the alias back to its previous version")
+    g = sub.add_parser("registry", help="list, show, promote, roll back, verify, trace or rebuild published versions")
+    g.add_argument("action", choices=["list", "show", "promote", "rollback", "verify", "lineage", "reproduce"],
+                   help="list versions; show, promote or verify VERSION; roll the alias back to its previous "
+                        "version; lineage: VERSION and its parents; reproduce: rebuild VERSION's model from its "
+                        "run's git ref in a fresh clone and compare its weights with the published ones")
     g.add_argument("version", nargs="?", help="a version id (v-...) or an alias")
     g.add_argument("--alias", default="production", help="the alias promote and rollback move (default: production)")
     g.add_argument("--store", default=store, help=f"registry: folder or s3:// URI (default from params.yaml: {store})")
     g.add_argument("--model-name", default=model_name, help=f"model name in the registry (default: {model_name})")
+    g.add_argument("--into", metavar="DIR", help="reproduce: the fresh folder to clone into (default: a new temporary one)")
+    g.add_argument("--repository", metavar="URL", help="reproduce: where the run's ref lives (default: the lineage's)")
     g.set_defaults(func=_cmd_registry)
     return p
 
@@ -313,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = stage_main("tagsmith", build_parser)  # reads params.yaml: a broken one is an error
     args = parser.parse_args(argv)
-    if getattr(args, "action", None) in ("show", "promote", "verify") and not args.version:
+    if getattr(args, "action", None) in ("show", "promote", "verify", "lineage", "reproduce") and not args.version:
         sys.exit(f"tagsmith registry {args.action}: a VERSION is required")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read when TensorFlow is first imported
     with quiet_stderr():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,13 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.context import TaskRunContext  # noqa: E402
+from prefect.runtime import flow_run as this_run  # noqa: E402
 
 from flows.bridge import report, stages  # noqa: E402
 from flows.bridge.overrides import FLOW_PARAMS, apply_overrides, flow_overrides  # noqa: E402
 from tasks.common.config import BackboneName, LossName, ResizeMode, WeightsKind  # noqa: E402
 from flows.deployment import results  # noqa: E402
+from tasks.registry import lineage  # noqa: E402
 
 STAGES = ["resolve_production", "ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
 
@@ -36,10 +39,11 @@ def _stage_key(_: TaskRunContext, parameters: dict[str, Any]) -> str:
 
 
 @task(cache_key_fn=_stage_key, persist_result=True, result_serializer="json")
-def run_stage(stage: str, fingerprint: str, workspace: str, pull: bool = False, force: bool = False) -> dict[str, Any]:
+def run_stage(stage: str, fingerprint: str, workspace: str, pull: bool = False, force: bool = False,
+              env: dict[str, str] | None = None) -> dict[str, Any]:
     """Bring one dvc.yaml stage up to date; its result is the stage's dvc.lock entry."""
     log = get_run_logger()
-    return stages.repro(Path(workspace), stage, pull=pull, force=force, log=log.info).to_dict()
+    return stages.repro(Path(workspace), stage, pull=pull, force=force, log=log.info, env=env).to_dict()
 
 
 @task
@@ -62,7 +66,8 @@ def registry_holds_receipt(workspace: str) -> bool:
 
 @task(retries=2, retry_delay_seconds=[5, 30])
 def record_experiment(name: str, workspace: str) -> str:
-    """Save the run as a DVC experiment and push it where the workspace came from (I/O: retried)."""
+    """Save the run as a DVC experiment and push it where the workspace came from (I/O: retried);
+    returns its git ref."""
     return stages.save_experiment(Path(workspace), name, log=get_run_logger().info)
 
 
@@ -84,17 +89,34 @@ def published_version_present(root: Path) -> bool:
     return registry.is_complete(store, receipt["model_name"], receipt["version"])
 
 
-def stage(root: Path, name: str, *, refresh: bool, remote: bool, force: bool = False) -> dict[str, Any]:
+def run_lineage(root: Path, experiment: str | None) -> tuple[str | None, dict[str, str]]:
+    """The experiment that will record this run (``experiment``; in a deployment's workspace the
+    flow run's name by default), and what publish writes into the version's lineage about the run:
+    the experiment's git ref, decided now because publish runs before the ref exists."""
+    name = experiment or (this_run.name if stages.in_workspace(root) else None)
+    env = {lineage.ENV_RUN_ID: this_run.id or "", lineage.ENV_RUN_NAME: this_run.name or "",
+           lineage.ENV_RUN_URL: this_run.ui_url or ""}
+    if name:
+        try:
+            env[lineage.ENV_REF] = stages.experiment_ref(root, name)
+        except subprocess.CalledProcessError:  # no commit to base it on: recording it will fail too
+            get_run_logger().warning("%s has no git commit: the run cannot be saved as a ref", root)
+    return name, {k: v for k, v in env.items() if v}
+
+
+def stage(root: Path, name: str, *, refresh: bool, remote: bool, force: bool = False,
+          env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run stage ``name`` as a cached task, then make sure the workspace holds its outputs.
 
-    ``force`` runs the stage's command even if DVC and Prefect hold it as cached.
+    ``force`` runs the stage's command even if DVC and Prefect hold it as cached; ``env`` goes to
+    its process (not to its fingerprint).
     """
     key, current = stages.inspect(root, name)
     if key == stages.ALWAYS:
         return run_always.with_options(name=name, task_run_name=name)(name, str(root), pull=remote)
     run_name = f"{name}-forced" if force else name
     state = run_stage.with_options(name=name, task_run_name=run_name, refresh_cache=refresh or force)(
-        name, key, str(root), pull=remote, force=force, return_state=True)
+        name, key, str(root), pull=remote, force=force, env=env, return_state=True)
     result = state.result()  # raises if the stage failed
     if state.name == "Cached" and not current:
         # Cached in Prefect, stale here (e.g. params changed and changed back, or a fresh
@@ -137,7 +159,7 @@ def retrain(
         loss: bce, asl (asymmetric loss) or weighted_bce, for both phases (train_frozen.loss, train_full.loss).
         force_publish: publish even if the quality gate refuses; recorded as forced (publish.force).
         refresh_cache: ignore Prefect's cache and re-check every stage with DVC.
-        experiment: also record the run as a DVC experiment of this name (`dvc exp show` in the repository the deployment cloned).
+        experiment: record the run as a DVC experiment of this name (`dvc exp show` in the repository the deployment cloned); a deployment's run always records one, named after the flow run by default, and the published version's lineage names its git ref.
         params: any other params.yaml values, as {"section.key": value}.
         workspace: the repository checkout to run in.
     """
@@ -160,6 +182,7 @@ def _run_pipeline(root: Path, changed: dict[str, Any], refresh_cache: bool, expe
     if remote and (root / stages.DATA_SOURCE).exists():
         push_stage.with_options(name="push-data", task_run_name="push-data")(stages.DATA_SOURCE, str(root))
     opts = {"refresh": refresh_cache, "remote": remote}
+    experiment, run_env = run_lineage(root, experiment)
 
     runs = [
         stage(root, "resolve_production", **opts),  # first: the stages reading the registry key on it
@@ -168,11 +191,11 @@ def _run_pipeline(root: Path, changed: dict[str, Any], refresh_cache: bool, expe
         stage(root, "train_frozen", **opts),
         stage(root, "train_full", **opts),
         stage(root, "evaluate", **opts),
-        stage(root, "publish", **opts),
+        stage(root, "publish", env=run_env, **opts),
     ]
     if not registry_holds_receipt.with_options(task_run_name="check-registry")(str(root)):
         get_run_logger().warning("publish: the registry lacks the version the receipt names; publishing again")
-        runs[-1] = stage(root, "publish", force=True, **opts)
+        runs[-1] = stage(root, "publish", force=True, env=run_env, **opts)
     receipt = json.loads((root / report.ARTIFACTS["receipt"]).read_text())
     if receipt.get("outcome") == "rejected":  # a decision, not a failure: say why, loudly
         get_run_logger().warning("publish: %s", report.gate_summary(receipt))

@@ -9,6 +9,8 @@ checks mAP, P@1, per-class AP and optionally a paired bootstrap. If every check 
 publish.force), the version is uploaded to registry.store (tasks/registry/client.py) and
 registry.alias is moved to it, last, by compare-and-swap against the production version the
 gate compared with. The decision is also recorded in the registry (<model>/gate/<version>.json).
+Each uploaded version carries lineage.json (tasks/registry/lineage.py): commit, data version,
+params, parent, flow run and the git ref of the run, which the flow names in the environment.
 A REJECTION EXITS 0: the receipt says "rejected", names the failing checks, and the alias stays
 where it was. Registry failures (S3 down, the alias kept moving) exit 1 with the reason.
 """
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from tasks.evaluation import gate, metrics, scoring
-from tasks.registry import client as registry
+from tasks.registry import client as registry, lineage
 from tasks.dataset import shards
 from tasks.common import paths
 from tasks.common.config import PublishConfig, RegistryConfig, load
@@ -159,6 +161,7 @@ def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD
     with tempfile.TemporaryDirectory(prefix="tagsmith-publish-") as tmp:
         files = Path(tmp) / "version"
         stage_files(Path(model_dir), Path(eval_dir), Path(shard_dir), files, saved_model=False)
+        lineage.write(files, lineage.collect())  # not part of the version's name (client.DERIVED)
         version = registry.version_of(registry.build_manifest(files))  # the export is not part of it
         for _ in range(cfg.alias_attempts):
             prod = registry.get_alias(store, reg.model_name, reg.alias)

@@ -222,19 +222,19 @@ def dvc(root: Path, *args: str, log: Callable[[str], None] = print,
 
 
 def repro(root: Path, name: str, *, pull: bool = False, force: bool = False,
-          log: Callable[[str], None] = print) -> StageRun:
+          log: Callable[[str], None] = print, env: dict[str, str] | None = None) -> StageRun:
     """Bring stage ``name`` up to date exactly as ``dvc repro --single-item`` does.
 
     DVC skips it when unchanged, restores it from the run-cache (local, or the remote with
     ``pull``) when it has seen these inputs before, and runs its command otherwise; ``force``
-    runs it regardless.
+    runs it regardless. ``env``: extra variables for the stage (never part of its fingerprint).
     """
     key = fingerprint(root, name)
     if key == ALWAYS:
         return _repro_always(root, name, log)
     args = ["repro", "--single-item", name] + (["--pull"] if pull else []) + (["--force"] if force else [])
     # the stage keys its shared checkpoints on this fingerprint (tasks/model/checkpoints.py)
-    lines = dvc(root, *args, log=log, env={STAGE_ENV: name, FINGERPRINT_ENV: key})
+    lines = dvc(root, *args, log=log, env={**(env or {}), STAGE_ENV: name, FINGERPRINT_ENV: key})
     outcome = "unchanged"
     for line in lines:
         for label, pattern in _OUTCOMES:
@@ -311,19 +311,41 @@ def _repro_always(root: Path, name: str, log: Callable[[str], None]) -> StageRun
 WORKSPACE_MARK = "tagsmith.workspace"  # git config key prepare_workspace sets in the clones it makes
 
 
+def in_workspace(root: Path) -> bool:
+    """Whether ``root`` is a clone ``prepare_workspace`` made (a deployment's run)."""
+    mark = subprocess.run(["git", "config", "--get", WORKSPACE_MARK], cwd=root, capture_output=True, text=True)
+    return mark.stdout.strip() == "true"
+
+
+def experiment_ref(root: Path, name: str) -> str:
+    """The git ref ``save_experiment(root, name)`` will create: DVC's ``refs/exps/<ab>/<cdef...>/<name>``
+    under the commit checked out now. Known before the stages run, so publish can record it."""
+    from dvc.repo.experiments.refs import ExpRefInfo
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+    return str(ExpRefInfo(baseline_sha=head.stdout.strip(), name=name))
+
+
+def _data_files(root: Path) -> list[str]:
+    """The .dvc files of a sliced source (new slices' files are untracked until saved)."""
+    found = [root / "data/classes.txt.dvc", *sorted((root / "data/slices").glob("*.dvc"))]
+    return [p.relative_to(root).as_posix() for p in found if p.exists()]
+
+
 def save_experiment(root: Path, name: str, log: Callable[[str], None] = print) -> str:
-    """Record the workspace as DVC experiment ``name``: its params, ``dvc.lock`` and metrics.
+    """Record the workspace as DVC experiment ``name``: params.yaml, ``dvc.lock``, the data
+    version (data.dvc or the slices' .dvc files), data.splits.tsv and the metrics.
 
     In a workspace that ``prepare_workspace`` cloned, the experiment is also pushed (git ref,
     plus outputs to the DVC remote when one is configured) to ``origin``, the repository it was
-    cloned from, so ``dvc exp show`` there lists it beside the others. Returns the name.
+    cloned from, so ``dvc exp show`` there lists it beside the others. Returns its git ref.
     """
-    dvc(root, "exp", "save", "--force", "--name", name, "--include-untracked", "dvc.lock", log=log)
-    mark = subprocess.run(["git", "config", "--get", WORKSPACE_MARK], cwd=root, capture_output=True, text=True)
-    if mark.stdout.strip() == "true":
+    untracked = [arg for path in ["dvc.lock", *_data_files(root)] for arg in ("--include-untracked", path)]
+    dvc(root, "exp", "save", "--force", "--name", name, *untracked, log=log)
+    if in_workspace(root):
         cache = [] if has_remote(root) else ["--no-cache"]
         dvc(root, "exp", "push", "--force", *cache, "origin", name, log=log)
-    return name
+    return experiment_ref(root, name)
 
 
 def sync_data_source(root: Path, log: Callable[[str], None] = print) -> bool:

@@ -96,9 +96,10 @@ def build_manifest(files_dir: Path) -> dict[str, Any]:
 
 
 # TensorFlow's SavedModel export is not byte-reproducible (random fingerprint, generated
-# function names), so the version names the model by everything else; the SavedModel's files
+# function names), and lineage.json describes the run that uploaded the model, not the model
+# (tasks/registry/lineage.py), so the version names the model by everything else; those files
 # are still listed with their sha256 in the manifest and verified like the rest.
-DERIVED = ("saved_model/",)
+DERIVED = ("saved_model/", "lineage.json")
 
 
 def version_of(manifest: dict[str, Any]) -> str:
@@ -350,6 +351,7 @@ def show(store: Store, model: str, ref: str) -> dict[str, Any]:
         "alias_records": {a: asdict(get_alias(store, model, a)) for a in ([ref] if ref != version else [])},
         "manifest": _json(store, f"{model}/{version}/{MANIFEST}"),
         "metadata": _json(store, f"{model}/{version}/metadata.json"),
+        "lineage": _json(store, f"{model}/{version}/lineage.json"),  # None: published without one
         "metrics": _json(store, f"{model}/{version}/metrics.json"),
         "problems": verify(store, model, version),
         "gate": gate if ref == version else _json(store, f"{model}/gate/{version}.json"),

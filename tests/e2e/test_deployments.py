@@ -10,6 +10,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
+
+from tasks.registry import lineage
+from tasks.registry.client import open_store, resolve
 
 from .conftest import PROJECT, api, prefect_worker, run, trigger
 from .test_flow import experiments
@@ -56,6 +60,18 @@ def test_the_run_worked_in_its_own_clone_not_the_source_checkout(retrain_run, de
     assert list((repo / "registry").iterdir()), "the shared registry did not receive the published model"
 
 
+def test_the_run_is_a_git_ref_of_the_deployed_repository_and_the_version_names_it(retrain_run, deployed):
+    repo, _ = deployed
+    assert retrain_run["state"]["type"] == "COMPLETED"
+    store = open_store(str(repo / "registry"))
+    record = lineage.read(store, "tagsmith", resolve(store, "tagsmith", "production"))
+    assert record["ref"].startswith("refs/exps/") and record["ref"].endswith("/" + retrain_run["name"])
+    assert record["flow_run"]["id"] == retrain_run["id"] and record["repository"] == str(repo)
+    # pushed back: a person can check it out here (git fetch origin <ref> elsewhere)
+    assert "train_full:" in run(["git", "show", f"{record['ref']}:dvc.lock"], repo).stdout
+    assert yaml.safe_load(run(["git", "show", f"{record['ref']}:params.yaml"], repo).stdout)["train_full"]["epochs"] == 1
+
+
 def test_sweep_fans_out_to_retrain_runs_and_compares_them(deployed, prefect_server, retrain_run):
     repo, log = deployed
     # one cell equal to the run above (so its stages come from the shared caches)
@@ -68,8 +84,7 @@ def test_sweep_fans_out_to_retrain_runs_and_compares_them(deployed, prefect_serv
     assert "| small_cnn |" in art["data"] and "mAP frozen+full" in art["data"]
     assert list((repo / ".tagsmith/sweeps").glob("*/comparison.csv"))
     # the cell is a DVC experiment of the deployed repository, pushed back from its workspace
-    (exp,) = experiments(repo)
-    assert exp["name"] == f"{sweep['name']}-small_cnn-frozen-full-lr0.001-32px"
+    (exp,) = [e for e in experiments(repo) if e["name"] == f"{sweep['name']}-small_cnn-frozen-full-lr0.001-32px"]
     assert exp["data"]["params"]["params.yaml"]["data"]["train_full"]["epochs"] == 1
     assert "| small_cnn |" in art["data"] and f"{exp['data']['metrics']['artifacts/eval/metrics.json']['data']['map']:.4f}" in art["data"]
 

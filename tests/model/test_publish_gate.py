@@ -10,7 +10,7 @@ import json
 import pytest
 
 from tasks import evaluate, publish
-from tasks.registry import client as registry
+from tasks.registry import client as registry, lineage
 from tasks.common.config import EvaluateConfig, PublishConfig, RegistryConfig
 
 from tests.model.evalkit import make_model, make_shards
@@ -70,6 +70,24 @@ def test_published_version_holds_metadata_with_thresholds_and_preprocess(world):
                                   "channel_order": "RGB", "value_range": [0, 255]}
     assert set(info["manifest"]["files"]) >= {"model.keras", "metadata.json", "thresholds.json",
                                               "metrics.json", "model_card.md", "saved_model/saved_model.pb"}
+
+
+def test_lineage_travels_with_the_version_but_does_not_name_it(world, monkeypatch):
+    reg = RegistryConfig(store=str(world / "registry-lineage"), model_name="m", alias="production")
+
+    def run(ref, run_id, out):  # another run of the same model
+        monkeypatch.setenv(lineage.ENV_REF, ref)
+        monkeypatch.setenv(lineage.ENV_RUN_ID, run_id)
+        good = world / "good"
+        return publish.run(PublishConfig(), good / "model", world / "shards", good / "eval", world / out, reg=reg)
+
+    first = run("refs/exps/ab/cdef/night-1", "run-1", "l1")
+    again = run("refs/exps/ab/cdef/night-2", "run-2", "l2")
+    assert first.outcome == "published" and (again.outcome, again.version) == ("unchanged", first.version)
+    info = registry.show(registry.open_store(reg.store), "m", first.version)
+    assert info["problems"] == [] and "lineage.json" in info["manifest"]["files"]
+    assert info["lineage"]["ref"] == "refs/exps/ab/cdef/night-1" and info["lineage"]["flow_run"]["id"] == "run-1"
+    assert set(info["lineage"]) >= {"commit", "data", "params", "parent", "repository"}
 
 
 def test_receipt_is_deterministic_and_has_no_timestamps(world):

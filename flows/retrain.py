@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Without PREFECT_API_URL Prefect starts a temporary server and gives it 20 s: too few on a busy
+# 2-core laptop, where `make demo` then failed before any stage ("Timed out while attempting to
+# connect to ephemeral Prefect API server").
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.context import TaskRunContext  # noqa: E402

@@ -43,7 +43,8 @@ from tasks.model.checkpoints import RemoteCheckpoints, configured_location, stag
 from tasks.model.losses import make_loss, positive_weights  # noqa: E402
 from tasks.model.train_loop import fit_epochs  # noqa: E402
 from tasks.weights.resolve import Registry, apply_warm_start, build_base_with_weights, warm_start_source  # noqa: E402
-from tasks.registry.resolved import pinned_version, warm_start_alias  # noqa: E402
+from tasks.registry.client import s3_options  # noqa: E402
+from tasks.registry.resolved import pinned_version, production_missing, warm_start_alias  # noqa: E402
 from tasks.registry.stores import Store, open_store  # noqa: E402
 
 SHARDS = paths.SHARDS
@@ -196,17 +197,24 @@ def run(phase: str, cfg: TrainFrozenConfig | TrainFullConfig, *, shard_dir: Path
             assert isinstance(cfg, TrainFrozenConfig)
             policy_path = Path(shard_dir) / "policy.json"
             policy = json.loads(policy_path.read_text()) if policy_path.is_file() else None
-            base, origin = build_base_with_weights(cfg.backbone, size, cfg.weights)
-            model = M.build_model(base, cfg.backbone, len(classes), dropout=cfg.dropout,
-                                  policy=policy, seed=cfg.seed)
             reg = reg if reg is not None else RegistryConfig()
             alias = warm_start_alias(cfg, reg)
+            weights, first = cfg.weights, ""
+            if (weights == "production" and cfg.warm_start_fallback is not None
+                    and production_missing("train_frozen", reg.store, reg.model_name, alias, s3_options(reg))):
+                weights = cfg.warm_start_fallback
+                first = f" (warm_start_fallback: {reg.model_name}@{alias} was unset)"
+                print(f"train frozen: {reg.model_name}@{alias} is unset: starting from {weights} weights{first}")
+            base, origin = build_base_with_weights(cfg.backbone, size, weights)
+            model = M.build_model(base, cfg.backbone, len(classes), dropout=cfg.dropout,
+                                  policy=policy, seed=cfg.seed)
             pinned = pinned_version("train_frozen", reg.store, reg.model_name, alias)
-            source = warm_start_source(cfg.weights, Registry(reg.store, reg.model_name, alias, pinned))
+            source = warm_start_source(weights, Registry(reg.store, reg.model_name, alias, pinned))
             if source is not None:
                 origin = apply_warm_start(model, source, cfg.backbone, classes)
-                if cfg.weights == "production":
+                if weights == "production":
                     origin = f"production:{reg.store}/{reg.model_name}@{alias}={source.name} {origin}"
+            origin += first
             meta_extra = {"backbone": cfg.backbone, "weights": origin}
         else:
             assert isinstance(cfg, TrainFullConfig)

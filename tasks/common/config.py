@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tasks.common.errors import TagsmithError
 
@@ -129,6 +129,17 @@ class TrainFrozenConfig(Section):
     # weights: production warm-starts from the version this alias of the registry section points
     # at; None: the registry's own alias (the one publish moves)
     warm_start_alias: str | None = None
+    # weights: production while the alias is still unset (the very first run of a nightly
+    # schedule): start from these weights instead (imagenet | none | a file); None: refuse
+    warm_start_fallback: str | None = None
+
+    @field_validator("warm_start_fallback")
+    @classmethod
+    def _fallback_is_not_production(cls, v: str | None) -> str | None:
+        if v == "production":
+            raise ValueError("warm_start_fallback is what to start from when there is no production "
+                             "model: imagenet, none or a weights file, not production")
+        return v
 
 
 class TrainFullConfig(Section):

@@ -71,3 +71,15 @@ def pinned_version(stage: str, store: str, model: str, alias: str, out_dir: Path
     if (data.get("store"), data.get("model"), data.get("alias")) != (store, model, alias):
         return None
     return data.get("version")
+
+
+def production_missing(stage: str, store: str, model: str, alias: str, options: S3Options | None = None,
+                       out_dir: Path = OUT_DIR) -> bool:
+    """True when ``store/model@alias`` points at no version: as ``resolve_production`` found it
+    for ``stage`` (what the stage's fingerprint holds), or, when it has not run here, as the
+    registry says now."""
+    path = Path(out_dir) / f"{stage}.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    if (data.get("store"), data.get("model"), data.get("alias")) == (store, model, alias):
+        return data.get("version") is None
+    return resolve_alias(store, model, alias, options)["version"] is None

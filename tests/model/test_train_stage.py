@@ -93,3 +93,27 @@ def test_trained_models_carry_exactly_the_policy_of_policy_json(trained, tiny_sh
         x[:, :8] = 250.0  # an asymmetric image: rotation, shifts and flips all move it
         assert np.array_equal(np.asarray(layer(x, training=False)), x)
         assert not np.array_equal(np.asarray(layer(x, training=True)), x)
+
+
+def test_a_first_warm_start_with_no_production_model_uses_the_fallback(trained, tiny_shards, tmp_path, monkeypatch):
+    from tasks.common.config import RegistryConfig
+    from tasks.common.errors import TagsmithError
+
+    root, _, _ = trained
+    monkeypatch.chdir(tmp_path)  # no resolve_production output here: the registry itself is asked
+    reg = RegistryConfig(store=str(tmp_path / "registry"))  # nothing published yet
+    kw = dict(shard_dir=tiny_shards, checkpoints=tmp_path / "ck", verbose=0, reg=reg)
+    nightly = FROZEN.model_copy(update={"weights": "production", "warm_start_fallback": "none"})
+    train.run("frozen", nightly, models_dir=tmp_path / "m", **kw)
+    model, meta = load_model(tmp_path / "m/frozen")
+    assert "warm_start_fallback" in meta["weights"]
+    reference, _ = load_model(root / "models/frozen")  # the same params with weights: none
+    for x, y in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(TagsmithError, match="production"):  # no fallback: refused, naming the alias
+        train.run("frozen", FROZEN.model_copy(update={"weights": "production"}), models_dir=tmp_path / "n", **kw)
+
+
+def test_production_is_no_fallback():
+    with pytest.raises(ValueError, match="warm_start_fallback"):
+        TrainFrozenConfig(weights="production", warm_start_fallback="production")

@@ -34,6 +34,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 from prefect import flow, get_run_logger  # noqa: E402
 from prefect.runtime import flow_run as this_run  # noqa: E402
 
+from flows.bridge.recipes import recipe  # noqa: E402
+
 Mode = Literal["frozen", "frozen+full"]
 MODES: tuple[Mode, ...] = ("frozen", "frozen+full")
 # "Frozen only" = no fine-tuning epochs: train_full then hands on the frozen model unchanged and
@@ -44,11 +46,6 @@ FROZEN_ONLY: dict[str, Any] = {"epochs_full": 0}
 SWEEP_PARAMS: dict[str, Any] = {"registry.store": ".tagsmith/sweep-registry"}
 METRICS = (("p_at_1", "P@1"), ("map", "mAP"))
 
-# EfficientNet-Lite0 from ImageNet on the embedded data, on a CPU: the frozen phase does most of
-# the work (cheap: no gradients through the base), a few epochs fine-tune at a low rate.
-LITE0_IMAGENET: dict[str, Any] = {"weights": "imagenet", "image_size": 96, "epochs_frozen": 8, "lr_frozen": 1e-3,
-                                  "epochs_full": 3, "lr_full": 1e-4, "params": {"train_frozen.batch_size": 32}}
-
 GRIDS: dict[str, dict[str, Any]] = {
     # the study: ImageNet backbones, Adam 1e-5 in both phases, 20 + 20 epochs, 256 px
     "study": {"backbones": ["vgg16", "resnet50_v2", "inception_resnet_v2"], "modes": list(MODES),
@@ -58,10 +55,11 @@ GRIDS: dict[str, dict[str, Any]] = {
     "demo": {"backbones": ["small_cnn"], "modes": list(MODES), "learning_rates": [1e-3],
              "image_sizes": [64], "fixed": {"weights": "none"}},
     # CPU, offline: the small CNN from scratch against EfficientNet-Lite0 from ImageNet, each with
-    # its own recipe (the accuracy benchmark's setups, benchmarks/accuracy.py; make demo-imagenet)
+    # its own recipe (flows/bridge/recipes.py: also make demo-imagenet's and the accuracy benchmark's)
     "transfer": {"backbones": ["small_cnn", "efficientnet_lite0"], "modes": list(MODES), "learning_rates": [None],
                  "image_sizes": [None], "fixed": {},
-                 "per_backbone": {"small_cnn": {"weights": "none"}, "efficientnet_lite0": LITE0_IMAGENET}},
+                 "per_backbone": {"small_cnn": {"weights": "none"},
+                                  "efficientnet_lite0": recipe("efficientnet_lite0-imagenet")}},
 }
 
 
@@ -98,9 +96,9 @@ def child_parameters(cell: Cell, fixed: dict[str, Any], params: dict[str, Any] |
 
     The recipe's ``params`` (params.yaml keys) go under the sweep's own and the caller's ``params``.
     """
-    recipe = dict((per_backbone or {}).get(cell.backbone, {}))
-    own = recipe.pop("params", {})
-    out: dict[str, Any] = {**fixed, **recipe, "backbone": cell.backbone}
+    chosen = dict((per_backbone or {}).get(cell.backbone, {}))
+    own = chosen.pop("params", {})
+    out: dict[str, Any] = {**fixed, **chosen, "backbone": cell.backbone}
     if cell.image_size is not None:
         out["image_size"] = cell.image_size
     if cell.learning_rate is not None:

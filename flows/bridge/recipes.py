@@ -19,7 +19,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # a few epochs fine-tune everything at a low rate (BatchNorm stays frozen: pretrained).
     "efficientnet_lite0-imagenet": {
         "backbone": "efficientnet_lite0", "weights": "imagenet", "image_size": 96,
-        "epochs_frozen": 8, "lr_frozen": 1.0e-3, "epochs_full": 3, "lr_full": 1.0e-4,
+        "epochs_frozen": 8, "lr_frozen": 1.0e-3, "epochs_full": 2, "lr_full": 1.0e-4,
         "params": {"train_frozen.batch_size": 32}},
 }
 

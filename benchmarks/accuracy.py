@@ -186,7 +186,7 @@ def run(scale: float = 1.0, reps: int = 1, out_dir: Path = common.RESULTS, comma
             table.append(f"| {r['setup']['backbone']} | {r['setup']['weights']} | {size} | "
                          f"{'frozen only' if ph == 'frozen' else 'frozen then full'} | {m['epochs_run']} | "
                          + " | ".join(f"{m[k]:.3f}" if m[k] is not None else "—" for k in METRICS)
-                         + f" | {r['times'][f'train_{ph}_s']} | {r['loadavg_at_phase_end'][f'train_{ph}_s']} |")
+                         + f" | {r['train_s'][ph]} | {r['loadavg_at_phase_end'][f'train_{ph}_s']} |")
             results[f"{n}/{ph}/map"] = harness.summarize([m["map"] or 0.0], "mAP")
             results[f"{n}/{ph}/p_at_1"] = harness.summarize([m["p_at_1"] or 0.0], "P@1")
             results[f"{n}/{ph}/train_s"] = harness.summarize([r["train_s"][ph]], "s (training, cumulative)", 1)

@@ -180,8 +180,8 @@ async def sweep(
     grid: Literal["study", "demo", "transfer"] = "study",
     backbones: list[str] | None = None,
     modes: list[Mode] | None = None,
-    learning_rates: list[float] | None = None,
-    image_sizes: list[int] | None = None,
+    learning_rates: list[float | None] | None = None,
+    image_sizes: list[int | None] | None = None,
     params: dict[str, Any] | None = None,
     per_backbone: dict[str, dict[str, Any]] | None = None,
     max_parallel: int = 2,
@@ -197,8 +197,9 @@ async def sweep(
             (small_cnn from scratch and efficientnet_lite0 from ImageNet, each with its recipe).
         backbones: replace the preset's backbones.
         modes: replace the preset's modes: frozen (head only, then evaluated) and/or frozen+full (then fine-tuned).
-        learning_rates: replace the preset's learning rates (used for both phases).
-        image_sizes: replace the preset's image sizes in pixels.
+        learning_rates: replace the preset's learning rates (used for both phases; null: each
+            backbone's recipe, else params.yaml).
+        image_sizes: replace the preset's image sizes in pixels (null: as for learning rates).
         params: extra params.yaml values for every run, as {"section.key": value}.
         per_backbone: replace the preset's recipes: backbone -> retrain parameters (weights,
             image_size, epochs_frozen, lr_full, ..., params), e.g. {"efficientnet_lite0": {"weights": "imagenet"}}.

@@ -101,3 +101,15 @@ def test_metrics_come_back_from_retrains_json_result():
         state = State()
 
     assert asyncio.run(_child_metrics(Run())) == {"p_at_1": 0.8125, "map": 0.6033, "n_test": 14.0}
+
+
+def test_the_run_form_accepts_null_as_no_axis():
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.sweep import sweep
+
+    props = parameter_schema(sweep.fn).properties
+    for name in ("learning_rates", "image_sizes"):
+        items = [o for o in props[name]["anyOf"] if o.get("type") == "array"][0]["items"]
+        assert {"type": "null"} in items["anyOf"], (name, items)
+    assert "per_backbone" in props

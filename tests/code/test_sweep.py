@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from flows.sweep import (GRIDS, Cell, child_parameters, comparison, expand, _child_metrics,
-                         run_bounded, to_csv)
+                         run_bounded, setting, to_csv, to_markdown)
 
 
 def test_study_grid_is_three_backbones_in_both_modes_at_1e5_and_256px():
@@ -56,7 +56,40 @@ def test_comparison_has_a_row_per_backbone_and_p1_map_per_mode():
     assert table[0]["P@1 frozen"] == 0.5 and table[0]["P@1 frozen+full"] == 0.7
     assert table[0]["mAP frozen"] == 0.4 and table[0]["mAP frozen+full"] == 0.6
     assert table[1]["mAP frozen+full"] is None  # never ran: shown as missing, not as 0
-    assert to_csv(table).splitlines()[0] == "backbone,learning_rate,image_size,P@1 frozen,P@1 frozen+full,mAP frozen,mAP frozen+full"
+    assert to_csv(table).splitlines()[0] == ("backbone,weights,learning_rate,image_size,"
+                                             "P@1 frozen,P@1 frozen+full,mAP frozen,mAP frozen+full")
+
+
+def test_transfer_grid_gives_each_backbone_its_own_weights_and_recipe_in_both_modes():
+    g = GRIDS["transfer"]
+    cells = expand(g["backbones"], g["modes"], g["learning_rates"], g["image_sizes"])
+    assert [(c.backbone, c.mode) for c in cells] == [
+        ("small_cnn", "frozen"), ("efficientnet_lite0", "frozen"),
+        ("small_cnn", "frozen+full"), ("efficientnet_lite0", "frozen+full")]
+    assert cells[1].name == "efficientnet_lite0-frozen"  # no lr / size axis: the recipe's values
+    child = {(c.backbone, c.mode): child_parameters(c, g["fixed"], {"augment.workers": 1}, g["per_backbone"])
+             for c in cells}
+    scratch, lite = child["small_cnn", "frozen+full"], child["efficientnet_lite0", "frozen+full"]
+    assert scratch["weights"] == "none" and "image_size" not in scratch and "lr_full" not in scratch
+    assert lite["weights"] == "imagenet" and lite["image_size"] == 96 and lite["epochs_full"] > 0
+    assert child["efficientnet_lite0", "frozen"]["epochs_full"] == 0  # frozen only still means frozen only
+    assert lite["params"]["train_frozen.batch_size"] == 32 and lite["params"]["augment.workers"] == 1
+    assert lite["params"]["registry.store"] != "registry"  # the recipe cannot publish to the shared registry
+    # the table says what each row ran with; both modes of one backbone share a row
+    rows = [{"backbone": c.backbone, "mode": c.mode, "weights": setting(child[c.backbone, c.mode], "weights"),
+             "learning_rate": setting(child[c.backbone, c.mode], "lr_frozen", "lr_full"),
+             "image_size": setting(child[c.backbone, c.mode], "image_size"), "p_at_1": 0.5, "map": 0.3} for c in cells]
+    table = comparison(rows)
+    assert [(r["backbone"], r["weights"], r["learning_rate"], r["image_size"]) for r in table] == [
+        ("small_cnn", "none", "params.yaml", "params.yaml"), ("efficientnet_lite0", "imagenet", "0.001 / 0.0001", 96)]
+    assert all(r["mAP frozen"] == r["mAP frozen+full"] == 0.3 for r in table)
+    assert "| efficientnet_lite0 | imagenet | 0.001 / 0.0001 | 96 |" in to_markdown(table)
+
+
+def test_an_axis_value_overrides_the_recipe():
+    g = GRIDS["transfer"]
+    child = child_parameters(Cell("efficientnet_lite0", "frozen+full", 3e-4, 128), g["fixed"], None, g["per_backbone"])
+    assert (child["lr_frozen"], child["lr_full"], child["image_size"], child["weights"]) == (3e-4, 3e-4, 128, "imagenet")
 
 
 def test_metrics_come_back_from_retrains_json_result():
@@ -68,3 +101,15 @@ def test_metrics_come_back_from_retrains_json_result():
         state = State()
 
     assert asyncio.run(_child_metrics(Run())) == {"p_at_1": 0.8125, "map": 0.6033, "n_test": 14.0}
+
+
+def test_the_run_form_accepts_null_as_no_axis():
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.sweep import sweep
+
+    props = parameter_schema(sweep.fn).properties
+    for name in ("learning_rates", "image_sizes"):
+        items = [o for o in props[name]["anyOf"] if o.get("type") == "array"][0]["items"]
+        assert {"type": "null"} in items["anyOf"], (name, items)
+    assert "per_backbone" in props

@@ -18,7 +18,8 @@ from flows.bridge.report import metrics_table
 from .conftest import PROJECT, api, prefect_worker, run, start_prefect_server, trigger
 from .moto_s3 import FAKE_AWS, MotoServer
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# a whole pipeline, two clones per training stage and a reference training: past the 900 s default on 2 busy cores
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 BUCKET = "tagsmith-placement"
 CPU, GPU = "tagsmith-test-cpu", "tagsmith-test-gpu"
 PLACED = ["train_frozen", "train_full"]
@@ -89,12 +90,15 @@ def test_training_runs_on_the_gpu_pool_and_the_rest_on_the_cpu_pool(placement, t
     assert ran_stages(cpu_log.read_text()) == set(HERE) | {"resolve_production"}
     assert "restoring its outputs from the DVC run-cache" in cpu_log.read_text()
 
-    # same metrics as the same params run in one process (plain dvc repro, no flow, no pool)
+    # same metrics as the same params run in one process (plain dvc repro, no flow, no pool): the
+    # data stages restored from the remote's run-cache, the training and evaluation run here
     ref = repo.parent.parent / "reference"
     run(["git", "clone", "-q", str(repo), str(ref)], repo)
     run([sys.executable, "-m", "dvc", "pull", "-q", "data.dvc"], ref, env=FAKE_AWS)
     apply_overrides(ref / "params.yaml", {"train_full.epochs": 1})
-    run([sys.executable, "-m", "dvc", "repro", "evaluate"], ref, env={"TAGSMITH_CHECKPOINTS": "off"})
+    run([sys.executable, "-m", "dvc", "repro", "--pull", "augment"], ref, env=FAKE_AWS)
+    out = run([sys.executable, "-m", "dvc", "repro", "--no-run-cache", "evaluate"], ref, env={"TAGSMITH_CHECKPOINTS": "off"})
+    assert ran_stages(out.stdout + out.stderr) >= {"train_frozen", "train_full", "evaluate"}
     expected = metrics_table(json.loads((ref / "artifacts/eval/metrics.json").read_text()))
     (art,) = api(url, "/artifacts/filter", {"flow_runs": {"id": {"any_": [parent["id"]]}},
                                               "artifacts": {"key": {"any_": ["metrics"]}}})

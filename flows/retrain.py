@@ -28,7 +28,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.context import TaskRunContext  # noqa: E402
 from prefect.runtime import flow_run as this_run  # noqa: E402
 
-from flows.bridge import report, stages  # noqa: E402
+from flows.bridge import placement, report, stages  # noqa: E402
 from flows.bridge.overrides import FLOW_PARAMS, apply_overrides, flow_overrides  # noqa: E402
 from tasks.common.config import BackboneName, LossName, ResizeMode, WeightsKind  # noqa: E402
 from flows.deployment import results  # noqa: E402
@@ -44,9 +44,15 @@ def _stage_key(_: TaskRunContext, parameters: dict[str, Any]) -> str:
 
 @task(cache_key_fn=_stage_key, persist_result=True, result_serializer="json")
 def run_stage(stage: str, fingerprint: str, workspace: str, pull: bool = False, force: bool = False,
-              env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Bring one dvc.yaml stage up to date; its result is the stage's dvc.lock entry."""
+              env: dict[str, str] | None = None, deployment: str | None = None) -> dict[str, Any]:
+    """Bring one dvc.yaml stage up to date; its result is the stage's dvc.lock entry.
+
+    With ``deployment`` the stage runs as a run of it, on its pool (flows/bridge/placement.py);
+    ``env`` goes to the stage's process (not to its fingerprint).
+    """
     log = get_run_logger()
+    if deployment:
+        return placement.dispatch(Path(workspace), deployment, stage, fingerprint, log=log.info)
     return stages.repro(Path(workspace), stage, pull=pull, force=force, log=log.info, env=env).to_dict()
 
 
@@ -109,25 +115,30 @@ def run_lineage(root: Path, experiment: str | None) -> tuple[str | None, dict[st
 
 
 def stage(root: Path, name: str, *, refresh: bool, remote: bool, force: bool = False,
-          env: dict[str, str] | None = None) -> dict[str, Any]:
+          env: dict[str, str] | None = None, placed: dict[str, str] | None = None) -> dict[str, Any]:
     """Run stage ``name`` as a cached task, then make sure the workspace holds its outputs.
 
     ``force`` runs the stage's command even if DVC and Prefect hold it as cached; ``env`` goes to
-    its process (not to its fingerprint).
+    its process (not to its fingerprint); ``placed`` maps stages to the deployment they run on
+    (absent: here). The cache key is the fingerprint either way, so where a stage ran never
+    decides whether it runs again.
     """
     key, current = stages.inspect(root, name)
     if key == stages.ALWAYS:
         return run_always.with_options(name=name, task_run_name=name)(name, str(root), pull=remote)
     run_name = f"{name}-forced" if force else name
-    state = run_stage.with_options(name=name, task_run_name=run_name, refresh_cache=refresh or force)(
-        name, key, str(root), pull=remote, force=force, env=env, return_state=True)
+    deployment = (placed or {}).get(name) if not force else None
+    # a placed stage's run may die with its worker: re-dispatch it (it resumes from its checkpoints)
+    retry = {"retries": 2, "retry_delay_seconds": 10} if deployment else {}
+    state = run_stage.with_options(name=name, task_run_name=run_name, refresh_cache=refresh or force, **retry)(
+        name, key, str(root), pull=remote, force=force, env=env, deployment=deployment, return_state=True)
     result = state.result()  # raises if the stage failed
     if state.name == "Cached" and not current:
         # Cached in Prefect, stale here (e.g. params changed and changed back, or a fresh
         # workspace): DVC restores the outputs from its run-cache without running the stage.
         get_run_logger().info("%s: restoring outputs from the DVC run-cache", name)
         stages.repro(root, name, pull=remote, log=get_run_logger().info)
-    if remote and result.get("outcome") == "ran":
+    if remote and result.get("outcome") == "ran" and not result.get("placed"):  # placed: pushed there
         push_stage.with_options(name=f"push-{name}", task_run_name=f"push-{name}")(name, str(root))
     return result
 
@@ -147,6 +158,8 @@ def retrain(
     refresh_cache: bool = False,
     experiment: str | None = None,
     params: dict[str, Any] | None = None,
+    gpu_deployment: str | None = None,
+    gpu_evaluate: bool = False,
     workspace: str = ".",
 ) -> dict[str, Any]:
     """Retrain, evaluate and publish a multi-label image classifier (the dvc.yaml pipeline).
@@ -165,6 +178,8 @@ def retrain(
         refresh_cache: ignore Prefect's cache and re-check every stage with DVC.
         experiment: record the run as a DVC experiment of this name (`dvc exp show` in the repository the deployment cloned); a deployment's run always records one, named after the flow run by default, and the published version's lineage names its git ref.
         params: any other params.yaml values, as {"section.key": value}.
+        gpu_deployment: run train_frozen and train_full as runs of this deployment, on its pool (e.g. train-stage/train-stage-gpu; default: $TAGSMITH_GPU_DEPLOYMENT; unset: all here). Needs a DVC remote.
+        gpu_evaluate: place evaluate there too.
         workspace: the repository checkout to run in.
     """
     root = Path(workspace).resolve()
@@ -174,18 +189,24 @@ def retrain(
     changed = apply_overrides(root / "params.yaml", {**chosen, **(params or {})})
     results.check(get_run_logger().info)  # where stage caches live; unusable storage fails here
     with stages.session(root):  # one DVC repository open for all the checks below
-        return _run_pipeline(root, changed, refresh_cache, experiment)
+        return _run_pipeline(root, changed, refresh_cache, experiment, gpu_deployment, gpu_evaluate)
 
 
-def _run_pipeline(root: Path, changed: dict[str, Any], refresh_cache: bool, experiment: str | None) -> dict[str, Any]:
+def _run_pipeline(root: Path, changed: dict[str, Any], refresh_cache: bool, experiment: str | None,
+                  gpu_deployment: str | None, gpu_evaluate: bool) -> dict[str, Any]:
     """The body of ``retrain`` once params.yaml holds the run's values."""
     stages.sync_data_source(root, log=get_run_logger().info)
     remote = stages.has_remote(root)
+    deployment, placed = placement.placed_stages(gpu_deployment, gpu_evaluate)
+    if deployment:
+        placement.require_remote(root, deployment)
+        placement.ensure_zombie_automation()
+        get_run_logger().info("placing %s on %s", ", ".join(sorted(placed)), deployment)
     # the data version too, so a fresh workspace elsewhere can check it out (a sliced source's
     # imports are fetched from the source itself)
     if remote and (root / stages.DATA_SOURCE).exists():
         push_stage.with_options(name="push-data", task_run_name="push-data")(stages.DATA_SOURCE, str(root))
-    opts = {"refresh": refresh_cache, "remote": remote}
+    opts = {"refresh": refresh_cache, "remote": remote, "placed": {s: deployment for s in placed}}
     experiment, run_env = run_lineage(root, experiment)
 
     runs = [

@@ -64,10 +64,10 @@ def test_container_pools_keep_stage_caches_in_the_shared_s3_results(name):
     assert not [k for k in job["env"] if "SECRET" in k or "KEY" in k]
 
 
-def test_deployment_file_has_nightly_manual_and_sweep_each_in_a_fresh_clone():
+def test_deployment_file_has_nightly_manual_sweep_and_train_stage_each_in_a_fresh_clone():
     spec = yaml.safe_load((ROOT / "infra/prefect.yaml").read_text())
     deps = {d["name"]: d for d in spec["deployments"]}
-    assert set(deps) == {"retrain-nightly", "retrain", "sweep"}
+    assert set(deps) == {"retrain-nightly", "retrain", "sweep", "train-stage-gpu"}
     assert deps["retrain-nightly"]["schedules"][0]["cron"] == "0 2 * * *"
     assert not deps["retrain"].get("schedules")
     for d in deps.values():

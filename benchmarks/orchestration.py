@@ -195,6 +195,11 @@ def run(scale: float = 1.0, reps: int = 5, out_dir: Path = common.RESULTS, comma
         flow = [sys.executable, "-m", "flows.retrain"]
         first = _timed(flow, repo, server_env, "Completed()", len(STAGES))
         print(f"  first flow run (all stages ran): {first:.1f} s", flush=True)
+        if not stub:
+            # the first run's publish moved the alias publish reads: the next run re-checks
+            # publish once (and publishes nothing); from then on a re-run changes nothing
+            settle = _timed(flow, repo, server_env, "Cached(", CACHEABLE - 1)
+            print(f"  second flow run (publish re-checked): {settle:.1f} s", flush=True)
         dvc = [sys.executable, "-m", "dvc"]
         variants = {
             "flow_cached_server": lambda: _timed(flow, repo, server_env, "Cached(", CACHEABLE),

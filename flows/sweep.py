@@ -51,14 +51,15 @@ GRIDS: dict[str, dict[str, Any]] = {
     "study": {"backbones": ["vgg16", "resnet50_v2", "inception_resnet_v2"], "modes": list(MODES),
               "learning_rates": [1e-5], "image_sizes": [256],
               "fixed": {"weights": "imagenet", "epochs_frozen": 20, "epochs_full": 20}},
-    # CPU demo: the embedded dataset's small CNN from scratch; epochs from params.yaml
+    # CPU: the embedded dataset's small CNN from scratch, its recipe's epochs (flows/bridge/recipes.py)
     "demo": {"backbones": ["small_cnn"], "modes": list(MODES), "learning_rates": [1e-3],
-             "image_sizes": [64], "fixed": {"weights": "none"}},
+             "image_sizes": [64], "fixed": {},
+             "per_backbone": {"small_cnn": recipe("small_cnn-scratch")}},
     # CPU, offline: the small CNN from scratch against EfficientNet-Lite0 from ImageNet, each with
-    # its own recipe (flows/bridge/recipes.py: also make demo-imagenet's and the accuracy benchmark's)
+    # its own recipe (flows/bridge/recipes.py: also make demo's, make demo-scratch's and the accuracy benchmark's)
     "transfer": {"backbones": ["small_cnn", "efficientnet_lite0"], "modes": list(MODES), "learning_rates": [None],
                  "image_sizes": [None], "fixed": {},
-                 "per_backbone": {"small_cnn": {"weights": "none"},
+                 "per_backbone": {"small_cnn": recipe("small_cnn-scratch"),
                                   "efficientnet_lite0": recipe("efficientnet_lite0-imagenet")}},
 }
 

@@ -80,11 +80,27 @@ def test_a_recipe_fills_the_options_not_given_and_validates_against_params(tmp_p
     chosen, overrides = retrain_arguments(args)
     assert (chosen["backbone"], chosen["weights"], chosen["image_size"]) == ("efficientnet_lite0", "imagenet", 96)
     assert chosen["epochs_full"] == 0 and chosen["loss"] is None  # given wins; not in the recipe: params.yaml's
-    assert overrides == {"train_frozen.batch_size": 32, "train_full.patience": 2}
+    assert overrides == {"train_frozen.batch_size": 32, "train_full.batch_size": 32,
+                         "train_frozen.warm_start_fallback": "imagenet", "train_full.patience": 2}
     plain, _ = retrain_arguments(build_parser().parse_args(["retrain"]))
     assert set(plain.values()) == {None}
     for name in RECIPES:  # every recipe is valid params (each value checked by its section's model)
         params = tmp_path / name / "params.yaml"
         params.parent.mkdir()
         shutil.copy2(Path(__file__).resolve().parents[2] / "params.yaml", params)
-        assert apply_overrides(params, as_params(name))
+        apply_overrides(params, as_params(name))  # raises ConfigError on a value its section refuses
+        assert all(f"{key.split('.')[1]}: " in params.read_text() for key in as_params(name))
+
+
+def test_params_yaml_is_the_default_recipe():
+    """`make demo` trains what the recipe says (the accuracy benchmark and the sweep measure the recipe)."""
+    from pathlib import Path
+
+    from ruamel.yaml import YAML
+
+    from flows.bridge.recipes import DEFAULT, as_params
+
+    params = YAML(typ="safe").load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    for key, value in as_params(DEFAULT).items():
+        section, name = key.split(".")
+        assert params[section][name] == value, key

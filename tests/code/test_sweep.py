@@ -70,7 +70,7 @@ def test_transfer_grid_gives_each_backbone_its_own_weights_and_recipe_in_both_mo
     child = {(c.backbone, c.mode): child_parameters(c, g["fixed"], {"augment.workers": 1}, g["per_backbone"])
              for c in cells}
     scratch, lite = child["small_cnn", "frozen+full"], child["efficientnet_lite0", "frozen+full"]
-    assert scratch["weights"] == "none" and "image_size" not in scratch and "lr_full" not in scratch
+    assert scratch["weights"] == "none" and scratch["image_size"] == 64 and scratch["epochs_full"] == 30
     assert lite["weights"] == "imagenet" and lite["image_size"] == 96 and lite["epochs_full"] > 0
     assert child["efficientnet_lite0", "frozen"]["epochs_full"] == 0  # frozen only still means frozen only
     assert lite["params"]["train_frozen.batch_size"] == 32 and lite["params"]["augment.workers"] == 1
@@ -81,7 +81,7 @@ def test_transfer_grid_gives_each_backbone_its_own_weights_and_recipe_in_both_mo
              "image_size": setting(child[c.backbone, c.mode], "image_size"), "p_at_1": 0.5, "map": 0.3} for c in cells]
     table = comparison(rows)
     assert [(r["backbone"], r["weights"], r["learning_rate"], r["image_size"]) for r in table] == [
-        ("small_cnn", "none", "params.yaml", "params.yaml"), ("efficientnet_lite0", "imagenet", "0.001 / 0.0001", 96)]
+        ("small_cnn", "none", "0.001 / 0.003", 64), ("efficientnet_lite0", "imagenet", "0.001 / 0.0001", 96)]
     assert all(r["mAP frozen"] == r["mAP frozen+full"] == 0.3 for r in table)
     assert "| efficientnet_lite0 | imagenet | 0.001 / 0.0001 | 96 |" in to_markdown(table)
 

@@ -30,6 +30,7 @@ TRAINING = ("train_frozen", "train_full")
 ZOMBIE_AUTOMATION = "tagsmith: crash flow runs that stopped beating"
 # No heartbeat for this long: the run's process is gone. Prefect 3.9 flow runs beat every 180 s
 # by default (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, on every pool); this must stay well above that.
+# The default; TAGSMITH_ZOMBIE_AFTER_S overrides it (zombie_after_s).
 ZOMBIE_AFTER_S = 600
 
 

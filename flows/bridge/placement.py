@@ -25,10 +25,12 @@ from flows.bridge import stages
 from flows.bridge.stages import StageError
 
 ENV_DEPLOYMENT = "TAGSMITH_GPU_DEPLOYMENT"
+ENV_ZOMBIE_AFTER = "TAGSMITH_ZOMBIE_AFTER_S"
 TRAINING = ("train_frozen", "train_full")
 ZOMBIE_AUTOMATION = "tagsmith: crash flow runs that stopped beating"
 # No heartbeat for this long: the run's process is gone. Prefect 3.9 flow runs beat every 180 s
 # by default (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, on every pool); this must stay well above that.
+# The default; TAGSMITH_ZOMBIE_AFTER_S overrides it (zombie_after_s).
 ZOMBIE_AFTER_S = 600
 
 
@@ -112,13 +114,26 @@ def receive(root: Path, params: str, locks: dict[str, Any], files: dict[str, str
     lock.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
+def zombie_after_s() -> int:
+    """Seconds without a heartbeat after which a flow run counts as dead: ``TAGSMITH_ZOMBIE_AFTER_S``,
+    else ZOMBIE_AFTER_S. Below Prefect's fastest heartbeat (30 s) every live run would be crashed."""
+    value = os.environ.get(ENV_ZOMBIE_AFTER, "").strip()
+    if not value:
+        return ZOMBIE_AFTER_S
+    if not value.isdigit() or int(value) <= 30:
+        raise PlacementError(f"{ENV_ZOMBIE_AFTER}={value!r}: expected whole seconds above 30, "
+                             "longer than the flow runs' heartbeat period (PREFECT_FLOWS_HEARTBEAT_FREQUENCY)")
+    return int(value)
+
+
 def ensure_zombie_automation() -> None:
     """Create (once per server) the automation that marks a flow run Crashed when its heartbeats stop.
 
     A worker killed with its flow run (spot reclaim, node drain, SIGKILL) never reports a final
     state: the run would stay Running and the parent wait forever. Flow runs send heartbeat
-    events; when one is followed by neither another nor a final state within ZOMBIE_AFTER_S,
-    this marks the run Crashed, so the parent's dispatch fails and Prefect retries it.
+    events; when one is followed by neither another nor a final state within zombie_after_s(),
+    this marks the run Crashed, so the parent's dispatch fails and Prefect retries it. The
+    threshold is the one of the run that creates it; an existing automation is left as it is.
     """
     from datetime import timedelta
 
@@ -128,6 +143,7 @@ def ensure_zombie_automation() -> None:
     from prefect.events.schemas.automations import EventTrigger, Posture
     from prefect.events.schemas.events import ResourceSpecification
 
+    silence = zombie_after_s()  # a malformed setting fails every placed run, not only the first
     try:
         Automation.read(name=ZOMBIE_AUTOMATION)
         return
@@ -143,10 +159,10 @@ def ensure_zombie_automation() -> None:
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
-            within=timedelta(seconds=ZOMBIE_AFTER_S),
+            within=timedelta(seconds=silence),
         ),
         actions=[ChangeFlowRunState(state=StateType.CRASHED, name="Crashed",
-                                    message=f"No heartbeat for {ZOMBIE_AFTER_S} s: the flow run's process is gone")],
+                                    message=f"No heartbeat for {silence} s: the flow run's process is gone")],
     ).create()
 
 

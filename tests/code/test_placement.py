@@ -54,3 +54,14 @@ def test_a_fresh_clone_receives_params_upstream_locks_and_uncached_files(tmp_pat
         receive(child, "", {}, {"../escape.txt": "x"})
     with pytest.raises(PlacementError, match=r"\['train_frozen'\] have no dvc.lock entry"):
         handoff(child, "train_full", "f" * 64)
+
+
+def test_the_zombie_threshold_defaults_to_600_s_and_must_outlast_a_heartbeat(monkeypatch):
+    monkeypatch.delenv(placement.ENV_ZOMBIE_AFTER, raising=False)
+    assert placement.zombie_after_s() == 600
+    monkeypatch.setenv(placement.ENV_ZOMBIE_AFTER, "90")
+    assert placement.zombie_after_s() == 90
+    for bad in ("30", "1.5", "ten"):
+        monkeypatch.setenv(placement.ENV_ZOMBIE_AFTER, bad)
+        with pytest.raises(PlacementError, match="TAGSMITH_ZOMBIE_AFTER_S"):
+            placement.zombie_after_s()

@@ -40,13 +40,19 @@ TINY_PARAMS = {
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
-    """Stop a process started with start_new_session=True, and its children, by pid."""
-    os.killpg(proc.pid, signal.SIGTERM)
+    """Stop a process started with start_new_session=True, and its children, by pid.
+
+    A group a test already killed (a worker "losing its machine") is only reaped.
+    """
     try:
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=grace)
+    except ProcessLookupError:
+        pass
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def free_port() -> int:

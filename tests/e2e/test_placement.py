@@ -5,14 +5,22 @@ S3 (moto's server, over HTTP)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import shutil
+import signal
 import sys
+import time
 from pathlib import Path
 
 import boto3
+import psutil
 import pytest
 
 from flows.bridge.overrides import apply_overrides
+from flows.bridge.placement import ZOMBIE_AUTOMATION
 from flows.bridge.report import metrics_table
 
 from .conftest import PROJECT, api, prefect_worker, run, start_prefect_server, trigger
@@ -24,6 +32,7 @@ BUCKET = "tagsmith-placement"
 CPU, GPU = "tagsmith-test-cpu", "tagsmith-test-gpu"
 PLACED = ["train_frozen", "train_full"]
 HERE = ["ingest", "augment", "evaluate", "publish"]  # resolve_production runs everywhere (it is cheap)
+HEARTBEAT_S, ZOMBIE_AFTER_S = 30, 90  # Prefect 3.9's shortest heartbeat period; three of them missed
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +64,17 @@ def placement(tiny_repo_factory, tmp_path_factory):
 
 
 def machine(root: Path) -> dict[str, str]:
-    """A worker's environment on a machine of its own: only the server and S3 are shared."""
-    return {**FAKE_AWS, "PREFECT_HOME": str(root / "prefect-home"),
+    """A worker's environment on a machine of its own: only the server and S3 are shared.
+
+    Its runs beat as often as Prefect allows (30 s), and the first retrain run creates the
+    zombie automation with a 90 s threshold instead of 600 s, so a lost run is crashed in a
+    test's time: every retrain of this module's server runs on such a worker.
+    """
+    (root / "tmp").mkdir(exist_ok=True)  # its flow runs' workspaces: a killed machine's stay in the test's folder
+    return {**FAKE_AWS, "PREFECT_HOME": str(root / "prefect-home"), "TMPDIR": str(root / "tmp"),
             "PREFECT_LOCAL_STORAGE_PATH": str(root / "local-results"), "TAGSMITH_DVC_CACHE": str(root / "dvc-cache"),
-            "PREFECT_WORKER_QUERY_SECONDS": "2"}
+            "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
+            "TAGSMITH_ZOMBIE_AFTER_S": str(ZOMBIE_AFTER_S)}
 
 
 def ran_stages(text: str) -> set[str]:
@@ -122,3 +138,112 @@ def test_placement_without_a_dvc_remote_refuses_before_any_stage(placement, tiny
     assert "need a DVC remote" in out.stdout + out.stderr
     assert not api(url, "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
     assert not (repo / "artifacts").exists()
+
+
+# train_full's epochs, and the one whose checkpoint on S3 ends the first machine: after the first
+# (traced) epoch each takes ~1 s here: five of them leave the kill seconds of margin on a busy machine
+EPOCHS, KILL_AFTER = 6, 1
+
+
+def checkpointed_epochs(s3: MotoServer) -> list[int]:
+    """The train_full epochs whose checkpoint is complete on S3 (its manifest is written last)."""
+    client = boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    listing = client.list_objects_v2(Bucket=BUCKET, Prefix="dvc/tagsmith-checkpoints/train_full/")
+    keys = [o["Key"] for o in listing.get("Contents", [])]
+    return sorted(int(k.split("/epoch-")[1][:4]) for k in keys if k.endswith("/MANIFEST.json"))
+
+
+def lose_machine(pool: str) -> None:
+    """SIGKILL the worker of ``pool`` with everything under it, as a reclaimed node goes.
+
+    The worker starts each flow run in a session of its own (so killing the worker's group alone
+    would leave the training running): every process of the tree is stopped first, so none can
+    exit, spawn or upload while the tree is collected, then the worker's group and each of them
+    is killed.
+    """
+    (worker,) = [p for p in psutil.Process().children() if pool in p.cmdline() and "worker" in p.cmdline()]
+    frozen: dict[int, psutil.Process] = {}
+    while new := [p for p in [worker, *worker.children(recursive=True)] if p.pid not in frozen]:
+        for p in new:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.send_signal(signal.SIGSTOP)
+            frozen[p.pid] = p
+    os.killpg(worker.pid, signal.SIGKILL)
+    for p in frozen.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+
+
+def wait_for(check, what: str, timeout: float, poll: float = 0.1):
+    deadline = time.time() + timeout
+    while not (value := check()):
+        if time.time() > deadline:
+            raise AssertionError(f"no {what} after {timeout} s")
+        time.sleep(poll)
+    return value
+
+
+def final_run(url: str, flow_run_id: str) -> dict | None:
+    flow_run = api(url, f"/flow_runs/{flow_run_id}")
+    return flow_run if flow_run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+
+def test_a_gpu_worker_killed_during_train_full_is_resumed_from_s3_by_another_and_ends_as_uninterrupted(
+        placement, tmp_path_factory):
+    repo, url, s3 = placement
+    cpu, gpu, spare = (tmp_path_factory.mktemp(f"machine-{n}") for n in ("cpu", "gpu-lost", "gpu-spare"))
+    (dep,) = api(url, "/deployments/filter", {"deployments": {"name": {"any_": ["retrain"]}}})
+    with prefect_worker(url, CPU, cpu, env=machine(cpu)) as cpu_log:
+        with prefect_worker(url, GPU, gpu, env=machine(gpu), limit=1) as lost_log:
+            parent = api(url, f"/deployments/{dep['id']}/create_flow_run", {"parameters": {
+                "epochs_full": EPOCHS, "gpu_deployment": "train-stage/train-stage-gpu"}})
+            # polled every 0.1 s: the machine goes well within an epoch of epoch KILL_AFTER's checkpoint
+            seen = wait_for(lambda: KILL_AFTER in checkpointed_epochs(s3) or final_run(url, parent["id"]),
+                            f"checkpoint of train_full epoch {KILL_AFTER} on S3", timeout=900)
+            lose_machine(GPU)
+        assert seen is True, f"the retrain run ended before train_full checkpointed: {seen}\n{lost_log.read_text()[-3000:]}"
+        k = max(checkpointed_epochs(s3))  # the newest complete one: older ones are being deleted
+        assert KILL_AFTER <= k < EPOCHS, f"the machine was lost after epoch {k}, not during training"
+        with prefect_worker(url, GPU, spare, env=machine(spare), limit=1) as spare_log:
+            parent = wait_for(lambda: final_run(url, parent["id"]), "final state of the retrain run",
+                              timeout=900, poll=3)
+    logs = cpu_log.read_text()[-4000:] + lost_log.read_text()[-3000:] + spare_log.read_text()[-5000:]
+    assert parent["state"]["type"] == "COMPLETED", logs
+    (zombie,) = api(url, "/automations/filter", {"automations": {"name": {"any_": [ZOMBIE_AUTOMATION]}}})
+    assert zombie["trigger"]["within"] == ZOMBIE_AFTER_S  # this module's retrain runs created it
+
+    # the lost run was crashed for its silence and the stage dispatched again, to the spare worker
+    children = api(url, "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [parent["id"]]}},
+                                                "sort": "EXPECTED_START_TIME_ASC"})
+    full = [(c["state"]["type"], c["state"]["message"] or "") for c in children if c["name"].startswith("train_full")]
+    assert [t for t, _ in full] == ["CRASHED", "COMPLETED"], full
+    assert f"No heartbeat for {ZOMBIE_AFTER_S} s" in full[0][1]
+    assert "train_full" in ran_stages(lost_log.read_text())
+    spare_text = spare_log.read_text()
+    assert ran_stages(spare_text) == {"train_full"}
+    assert f"resuming after epoch {k} from" in spare_text and f"checkpoint epoch {k} <- s3://{BUCKET}/" in spare_text
+    trained = [int(n) for n in re.findall(rf"\bepoch (\d+)/{EPOCHS}\b", spare_text)]
+    assert trained == list(range(k + 1, EPOCHS + 1)), spare_text[-3000:]
+    assert checkpointed_epochs(s3) == [], "a completed stage leaves no checkpoint behind"
+
+    # the resumed model (what the retry pushed to the remote's run-cache) equals an uninterrupted
+    # training of the same stage: restored into a clone, then the stage forced here without checkpoints
+    ref = repo.parent.parent / "reference-resumed"
+    run(["git", "clone", "-q", str(repo), str(ref)], repo)
+    run([sys.executable, "-m", "dvc", "pull", "-q", "data.dvc"], ref, env=FAKE_AWS)
+    apply_overrides(ref / "params.yaml", {"train_full.epochs": EPOCHS})
+    out = run([sys.executable, "-m", "dvc", "repro", "--pull", "train_full"], ref, env=FAKE_AWS)
+    assert not ran_stages(out.stdout + out.stderr) & set(PLACED), "the placed run's outputs were not restored"
+    resumed = tmp_path_factory.mktemp("resumed") / "full"
+    shutil.copytree(ref / "artifacts/models/full", resumed)
+    out = run([sys.executable, "-m", "dvc", "repro", "--single-item", "--force", "--no-run-cache", "train_full"],
+              ref, env={"TAGSMITH_CHECKPOINTS": "off"})
+    assert ran_stages(out.stdout + out.stderr) == {"train_full"}
+    assert json.loads((resumed / "metadata.json").read_text())["epochs_run"] == EPOCHS
+    assert (resumed / "history.csv").read_text() == (ref / "artifacts/models/full/history.csv").read_text()
+    check = ("import sys, numpy as np; from tasks.model.build import load_model\n"
+             "a, b = (load_model(p)[0].get_weights() for p in sys.argv[1:])\n"
+             "assert len(a) == len(b)\n"
+             "for x, y in zip(a, b): np.testing.assert_array_equal(x, y)\n")
+    run([sys.executable, "-c", check, str(resumed), str(ref / "artifacts/models/full")], ref)

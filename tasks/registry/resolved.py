@@ -69,15 +69,19 @@ def version_ledger(store: Store, model: str, version: str, cache_dir: Path = pat
     Returns:
         The file, or None when the version carries none (published before versions did).
     Raises:
-        RegistryError: the version is incomplete, or the download does not match its manifest.
+        RegistryError: the version is unknown or incomplete and not cached here, or the
+            download does not match its manifest.
     """
+    dest = Path(cache_dir) / model / "ledgers" / f"{version}.tsv"
     raw = store.get_bytes(f"{model}/{version}/{MANIFEST}")
     if raw is None:
-        raise RegistryError(f"{store.uri(f'{model}/{version}')}: no {MANIFEST} (incomplete or unknown version)")
+        if dest.is_file():  # verified when it arrived; the store lost the version (the flow republishes it)
+            return dest
+        raise RegistryError(f"{store.uri(f'{model}/{version}')}: no {MANIFEST}, so no split ledger of the "
+                            f"production version (incomplete or lost); republish it or promote another version")
     want = json.loads(raw)["files"].get(SPLITS_FILE)
     if want is None:
         return None
-    dest = Path(cache_dir) / model / "ledgers" / f"{version}.tsv"
     if dest.is_file() and sha256_file(dest) == want["sha256"]:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)

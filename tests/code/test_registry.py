@@ -188,3 +188,9 @@ def test_a_versions_split_ledger_is_ingests_input_verified_and_cached(tmp_path):
     path.unlink()
     with pytest.raises(RegistryError, match="does not match"):
         resolved.ingest_input({"version": v}, cfg, cache)
+    (tmp_path / "reg/m" / v / "splits.tsv").write_text("the ledger\n")
+    assert resolved.ingest_input({"version": v}, cfg, cache)[1] == path
+    (tmp_path / "reg/m" / v / "MANIFEST.json").unlink()  # the store lost it: the verified copy stands in
+    assert resolved.ingest_input({"version": v}, cfg, cache)[1].read_text() == "the ledger\n"
+    with pytest.raises(RegistryError, match="no MANIFEST.json"):
+        resolved.ingest_input({"version": v}, cfg, tmp_path / "fresh-cache")

@@ -157,7 +157,11 @@ def _cmd_splits(args: argparse.Namespace) -> int:
                  "run `dvc repro ingest` first, then record what it assigned")
     proposed = ledger.read(root / args.source)
     old = ledger.read(target)
-    moved = ledger.moved(old, proposed)
+    # ingest gives an image production trained or validated on production's split (ledger.merge)
+    production = root / paths.PRODUCTION_LEDGER
+    prod = ledger.read(production) if production.is_file() else {}
+    moved = [h for h in ledger.moved(old, proposed)
+             if h not in proposed or h not in prod or prod[h].split != proposed[h].split]
     if moved:  # ingest never does this; the ledger was edited or swapped since it ran
         sys.exit(f"tagsmith splits record: {len(moved)} recorded images would change split or vanish "
                  f"(first: {moved[:3]}); refusing to rewrite {target}")

@@ -10,8 +10,10 @@ when more than ``max_quarantine_share`` of the rows are faulty, after writing th
 the quarantine can be inspected. Outputs are byte-deterministic.
 
 Splits never move (``tasks/splits/sticky.py``): images the split ledger
-(``ingest.splits_ledger``, git-tracked) lists keep their split; new ones are assigned and the
-extended ledger is written to ``artifacts/splits/ledger.tsv`` for ``tagsmith splits record``.
+(``ingest.splits_ledger``, git-tracked) or the production model's ledger
+(``artifacts/production/ingest_ledger.tsv``, written by resolve_production) lists keep their
+split; new ones are assigned and the extended ledger is written to
+``artifacts/splits/ledger.tsv`` (for ``tagsmith splits record``, and published with the model).
 """
 
 from __future__ import annotations
@@ -168,24 +170,48 @@ def _write(out_dir: Path, classes: list[str], ids: list[str], kept: list, split:
     write_json(out_dir / "stats.json", stats)
 
 
-def _write_ledger(splits_dir: Path, cfg: IngestConfig, recorded: dict, got: sticky.Assignment) -> None:
+def _recorded(cfg: IngestConfig, production_ledger: Path | None) -> tuple[dict, dict, dict, list[str]]:
+    """The splits already given: the git ledger's and the production model's, merged
+    (``ledger.merge``: production's train and val win a conflict).
+
+    Returns:
+        (merged, git ledger, production ledger, conflicting sha256s).
+    """
+    git = ledger.read(Path(cfg.splits_ledger)) if cfg.splits_ledger else {}
+    prod = ledger.read(production_ledger) if production_ledger and Path(production_ledger).is_file() else {}
+    merged, conflicts = ledger.merge(git, prod)
+    return merged, git, prod, conflicts
+
+
+def _write_ledger(splits_dir: Path, cfg: IngestConfig, recorded: tuple[dict, dict, dict, list[str]],
+                  got: sticky.Assignment) -> None:
     """Write the extended ledger and what changed; say on stderr when it needs recording.
 
     Kept out of ``stats.json``: recording the ledger must not change ingest's dataset outputs,
     or everything downstream would re-run for nothing."""
+    merged, git, prod, conflicts = recorded
     splits_dir.mkdir(parents=True, exist_ok=True)
-    ledger.write(splits_dir / "ledger.tsv", got.entries)
-    new = sum(got.assigned_now.values())
-    summary = {"ledger": cfg.splits_ledger, "recorded": len(recorded), "rows": len(got.entries),
+    ledger.write(splits_dir / paths.SPLITS_LEDGER.name, got.entries)
+    # rows the git ledger lacks or gives another split: the images assigned now, and those only
+    # production's ledger keeps (for as long as that model, or one trained after it, is production)
+    new = sum(git.get(h) != e for h, e in got.entries.items())
+    summary = {"ledger": cfg.splits_ledger, "recorded": len(merged), "rows": len(got.entries),
+               "from_git": len(git), "from_production": len(prod), "only_in_production": len(merged) - len(git),
+               "conflicts": len(conflicts), "conflict_examples": conflicts[:10],
                "assigned_now": got.assigned_now, "unrecorded": new}
     write_json(splits_dir / "summary.json", summary)
+    if conflicts:
+        print(f"ingest: {len(conflicts)} images have another split in {cfg.splits_ledger} than in the production "
+              f"model's ledger; production's train/val split was kept (artifacts/splits/summary.json)",
+              file=sys.stderr)
     if new and cfg.splits_ledger:
-        print(f"ingest: {new} images not in {cfg.splits_ledger} were assigned {got.assigned_now}; run "
-              f"`tagsmith splits record` and commit {cfg.splits_ledger} with data.dvc so they keep "
-              "their split in later data versions", file=sys.stderr)
+        print(f"ingest: {new} images have no split in {cfg.splits_ledger} yet (assigned now: {got.assigned_now}); "
+              f"the published model carries them, and `tagsmith splits record` (commit {cfg.splits_ledger} "
+              "with data.dvc) keeps them whatever production becomes", file=sys.stderr)
 
 
-def run(cfg: IngestConfig, out_dir: Path = OUT_DIR, splits_dir: Path | None = None) -> Summary:
+def run(cfg: IngestConfig, out_dir: Path = OUT_DIR, splits_dir: Path | None = None,
+        production_ledger: Path | None = paths.PRODUCTION_LEDGER) -> Summary:
     """Read, validate, de-duplicate and split the dataset; write ``out_dir``.
 
     Args:
@@ -195,6 +221,8 @@ def run(cfg: IngestConfig, out_dir: Path = OUT_DIR, splits_dir: Path | None = No
         splits_dir: where ledger.tsv (the ledger extended with the images assigned now) and
             summary.json (how many) go; default ``out_dir``'s sibling ``splits`` (augment,
             which reads ``out_dir``, never sees it).
+        production_ledger: the production model's split ledger (resolve_production's
+            ``ingest_ledger.tsv``); none when None or absent (ingest run outside the pipeline).
 
     Returns:
         The summary (also written as stats.json).
@@ -207,7 +235,8 @@ def run(cfg: IngestConfig, out_dir: Path = OUT_DIR, splits_dir: Path | None = No
     root = Path(cfg.root)
     src = read_source(root, cfg)
     wanted = set(_read_test_list(root, cfg))
-    recorded = ledger.read(Path(cfg.splits_ledger)) if cfg.splits_ledger else {}
+    both = _recorded(cfg, production_ledger)
+    recorded = both[0]
     quarantine: list[tuple[int, str, str, str]] = []
     screened = _screen(src.rows, root, cfg, quarantine)
     probes = _probe_all([str(p) for _, _, p in screened], cfg)
@@ -261,7 +290,7 @@ def run(cfg: IngestConfig, out_dir: Path = OUT_DIR, splits_dir: Path | None = No
     assert stats["kept"] + stats["quarantined"] == rows_read, "every row must be kept or quarantined"
 
     _write(out_dir, src.classes, ids, kept, split, quarantine, stats)
-    _write_ledger(splits_dir or out_dir.parent / paths.SPLITS.name, cfg, recorded, got)
+    _write_ledger(splits_dir or out_dir.parent / paths.SPLITS.name, cfg, both, got)
     plot_cooccurrence(y, src.classes, out_dir / "cooccurrence.png")
 
     summary = Summary(rows_read, len(kept), len(quarantine), by_reason, stats["counts"], out_dir, stats)

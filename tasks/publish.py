@@ -10,7 +10,9 @@ publish.force), the version is uploaded to registry.store (tasks/registry/client
 registry.alias is moved to it, last, by compare-and-swap against the production version the
 gate compared with. The decision is also recorded in the registry (<model>/gate/<version>.json).
 Each uploaded version carries lineage.json (tasks/registry/lineage.py): commit, data version,
-params, parent, flow run and the git ref of the run, which the flow names in the environment.
+params, parent, flow run and the git ref of the run, which the flow names in the environment;
+and splits.tsv, the split ledger its model was trained with (ingest's artifacts/splits/ledger.tsv),
+which later runs' ingest keeps while the version is production (tasks/registry/resolved.py).
 A REJECTION EXITS 0: the receipt says "rejected", names the failing checks, and the alias stays
 where it was. Registry failures (S3 down, the alias kept moving) exit 1 with the reason.
 """
@@ -39,6 +41,7 @@ from tasks.dataset.preprocess import Preprocess
 
 MODEL_DIR = paths.FULL_MODEL
 SHARD_DIR = paths.SHARDS
+SPLITS_LEDGER = paths.SPLITS_LEDGER
 EVAL_DIR = paths.EVAL
 OUT_DIR = paths.PUBLISH
 EVAL_FILES = ("thresholds.json", "metrics.json", "model_card.md")
@@ -134,7 +137,8 @@ def compare_with_production(cfg: PublishConfig, reg: RegistryConfig, prod_versio
 
 
 def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD_DIR,
-        eval_dir: Path = EVAL_DIR, out_dir: Path = OUT_DIR, *, reg: RegistryConfig) -> PublishSummary:
+        eval_dir: Path = EVAL_DIR, out_dir: Path = OUT_DIR, *, reg: RegistryConfig,
+        splits_ledger: Path | None = SPLITS_LEDGER) -> PublishSummary:
     """Gate, publish and move the alias; write receipt.json and gate.md.
 
     The alias write is a compare-and-swap against the production version the gate compared
@@ -147,6 +151,8 @@ def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD
         reg: the registry section (where to publish, which alias to move).
         model_dir, shard_dir, eval_dir: the upstream stages' outputs.
         out_dir: where receipt.json and gate.md go.
+        splits_ledger: ingest's ledger, published as the version's splits.tsv (skipped when
+            None or absent: publish run outside the pipeline).
     Returns:
         PublishSummary; a rejection is a normal return, not an exception.
     Raises:
@@ -162,6 +168,8 @@ def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD
         files = Path(tmp) / "version"
         stage_files(Path(model_dir), Path(eval_dir), Path(shard_dir), files, saved_model=False)
         lineage.write(files, lineage.collect())  # not part of the version's name (client.DERIVED)
+        if splits_ledger is not None and Path(splits_ledger).is_file():  # nor is this
+            shutil.copyfile(splits_ledger, files / registry.SPLITS_FILE)
         version = registry.version_of(registry.build_manifest(files))  # the export is not part of it
         for _ in range(cfg.alias_attempts):
             prod = registry.get_alias(store, reg.model_name, reg.alias)

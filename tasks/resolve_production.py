@@ -2,32 +2,41 @@
 
     python -m tasks.resolve_production
 
-Writes artifacts/production/publish.json and train_frozen.json (tasks/registry/resolved.py);
-``always_changed`` in dvc.yaml, so it runs on every ``dvc repro`` and flow run (one alias
-read each), and the stages that read the registry are stale exactly when an alias they read
+Writes artifacts/production/publish.json, train_frozen.json, and ingest_ledger.tsv (the
+production version's split ledger) with ingest.json (tasks/registry/resolved.py);
+``always_changed`` in dvc.yaml, so it runs on every ``dvc repro`` and flow run (an alias and
+a manifest read each; a version's ledger is downloaded once, into .cache/registry), and the stages that read the registry are stale exactly when an alias they read
 has moved (``tagsmith registry promote``/``rollback``, or another run's publish).
 """
 
 from __future__ import annotations
 
 
+from tasks.common import paths
 from tasks.common.config import RegistryConfig, TrainFrozenConfig, load
 from tasks.common.errors import stage_main
 from tasks.registry import resolved
+from tasks.splits import ledger
 
 
 def main() -> None:
     """Entry point of ``python -m tasks.resolve_production``."""
-    def body() -> dict:
+    def body() -> tuple[dict, dict]:
         reg = load(RegistryConfig)
-        return {"publish": resolved.publish_input(reg),
-                "train_frozen": resolved.train_frozen_input(load(TrainFrozenConfig), reg)}
+        prod = resolved.publish_input(reg)
+        ingest, path = resolved.ingest_input(prod, reg)
+        entries = ledger.read(path) if path else {}  # validated here: a bad file fails this stage
+        return {"publish": prod, "ingest": ingest,
+                "train_frozen": resolved.train_frozen_input(load(TrainFrozenConfig), reg)}, entries
 
-    inputs = stage_main("resolve_production", body)
+    inputs, production_ledger = stage_main("resolve_production", body)
     resolved.write(inputs)
+    ledger.write(paths.PRODUCTION_LEDGER, production_ledger)
     for stage, data in inputs.items():
         what = (f"{data['store']}/{data['model']}@{data['alias']} = {data['version'] or 'unset'}"
                 if "alias" in data else "nothing from the registry")
+        if stage == "ingest":
+            what += f"'s split ledger ({len(production_ledger)} images)" if data["ledger"] else " (no split ledger)"
         print(f"resolve_production: {stage} reads {what}")
 
 

@@ -20,6 +20,9 @@ MODELS = ARTIFACTS / "models"  # train_frozen and train_full: one folder per pha
 EVAL = ARTIFACTS / "eval"  # evaluate: metrics.json, per_class.csv, thresholds.json, plots
 PUBLISH = ARTIFACTS / "publish"  # publish: receipt.json, gate.md
 PRODUCTION = ARTIFACTS / "production"  # resolve_production: the alias versions each stage reads
+# resolve_production: the split ledger the production model was trained with (ingest's dep)
+PRODUCTION_LEDGER = PRODUCTION / "ingest_ledger.tsv"
+SPLITS_LEDGER = SPLITS / "ledger.tsv"  # ingest: the ledger extended (publish puts it into the version)
 # Versions read from an S3 registry are downloaded (and verified) here, by every reader
 REGISTRY_CACHE = Path(".cache/registry")
 

@@ -3,7 +3,7 @@
 Layout::
 
     <store>/<model>/<version>/model.keras, saved_model/..., metadata.json, thresholds.json,
-                              metrics.json, model_card.md, MANIFEST.json
+                              metrics.json, model_card.md, lineage.json, splits.tsv, MANIFEST.json
     <store>/<model>/aliases/<alias>.json   {"version", "set_at", "by", "via", "previous", "history"}
     <store>/<model>/gate/<version>.json    the last gate decision about a candidate (publish)
 
@@ -43,7 +43,7 @@ from tasks.registry.stores import RegistryError, S3Options, Store, WriteConflict
 MANIFEST = "MANIFEST.json"
 REQUIRED = ("model.keras", "metadata.json", "thresholds.json", "metrics.json", "model_card.md")
 
-__all__ = ["AliasConflict", "AliasRecord", "RegistryError", "S3Options", "Store", "VersionInfo", "build_manifest",
+__all__ = ["AliasConflict", "AliasRecord", "RegistryError", "S3Options", "SPLITS_FILE", "Store", "VersionInfo", "build_manifest",
            "get_alias", "is_complete", "list_versions", "open_store", "promote", "publish_version", "record_gate", "resolve",
            "resolve_model_dir", "rollback", "s3_options", "set_alias", "show", "verify", "version_of"]
 
@@ -96,10 +96,13 @@ def build_manifest(files_dir: Path) -> dict[str, Any]:
 
 
 # TensorFlow's SavedModel export is not byte-reproducible (random fingerprint, generated
-# function names), and lineage.json describes the run that uploaded the model, not the model
-# (tasks/registry/lineage.py), so the version names the model by everything else; those files
-# are still listed with their sha256 in the manifest and verified like the rest.
-DERIVED = ("saved_model/", "lineage.json")
+# function names), lineage.json describes the run that uploaded the model, not the model
+# (tasks/registry/lineage.py), and splits.tsv is the split ledger the run's ingest wrote
+# (which later runs keep: tasks/registry/resolved.py), so the version names the model by
+# everything else; those files are still listed with their sha256 in the manifest and
+# verified like the rest.
+SPLITS_FILE = "splits.tsv"
+DERIVED = ("saved_model/", "lineage.json", SPLITS_FILE)
 
 
 def version_of(manifest: dict[str, Any]) -> str:

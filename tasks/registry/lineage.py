@@ -14,7 +14,8 @@ run to upload a version is the one its lineage names.
 data.splits.tsv) pushed to ``repository``; the flow names it before the stages run and
 passes it to publish in ``TAGSMITH_RUN_REF`` (the ref itself is saved after publish, so the
 run's dvc.lock is complete). :func:`reproduce` checks it out into a fresh clone and re-runs the
-training stages there, warm-started from the recorded parent.
+training stages there, warm-started from the recorded parent, with ingest reading the split
+ledger of the production version the run read (``registry_inputs.ingest``).
 
 Library only; ``tagsmith registry show | lineage | reproduce`` wrap it.
 """
@@ -32,7 +33,7 @@ import yaml
 
 from tasks.common import paths
 from tasks.common.errors import TagsmithError
-from tasks.common.files import write_json
+from tasks.common.files import sha256_file, write_json
 from tasks.registry.stores import RegistryError, Store
 
 FILE = "lineage.json"
@@ -200,10 +201,35 @@ def reproduce(lineage: dict[str, Any], store_uri: str, into: Path, repository: s
     if "store" in warm:
         warm["store"] = store
     write_json(into / paths.PRODUCTION / "train_frozen.json", warm)
+    _pin_ingest_ledger(lineage, into, log)
     for stage in TRAINING:
         log(f"dvc repro --force {stage}")
         _run(dvc + ["repro", "--single-item", "--force", stage], into, env)
     return into / paths.FULL_MODEL
+
+
+def _pin_ingest_ledger(lineage: dict[str, Any], into: Path, log) -> None:  # type: ignore[no-untyped-def]
+    """Write the split ledger the run's ingest read: that of the version it resolved
+    (``registry_inputs.ingest``), checked against the sha256 recorded then; empty when the run
+    read none (nothing in production, or a run from before versions carried ledgers)."""
+    from tasks.common.config import RegistryConfig, load
+    from tasks.registry import resolved
+    from tasks.registry.client import s3_options
+    from tasks.registry.stores import open_store
+    from tasks.splits import ledger
+
+    read = lineage.get("registry_inputs", {}).get("ingest") or {}
+    want, entries = read.get("ledger"), {}
+    if want:
+        reg = load(RegistryConfig, into / paths.PARAMS)  # the registry as this machine sees it
+        path = resolved.version_ledger(open_store(reg.store, s3_options(reg)), read["model"], read["version"],
+                                       into / paths.REGISTRY_CACHE)
+        if path is None or sha256_file(path) != want["sha256"]:
+            raise ReproduceError(f"the split ledger of {read['version']} is not the one the run read "
+                                 f"(sha256 {want['sha256'][:12]}…); the run's ingest cannot be repeated")
+        entries = ledger.read(path)
+        log(f"ingest keeps the {len(entries)} splits of {read['version']}'s ledger")
+    ledger.write(into / paths.PRODUCTION_LEDGER, entries)
 
 
 def same_weights(a: Path, b: Path) -> dict[str, bool]:

@@ -8,6 +8,11 @@ would take ingest out of DVC's run-cache (which the flow's fingerprints are). In
 the ledger extended with the images it assigned now to ``artifacts/splits/ledger.tsv``;
 ``tagsmith splits record`` copies it over ``data.splits.tsv``.
 
+Runs nobody commits (a deployed nightly run following data on S3) record nothing in git, so
+publish also uploads ``artifacts/splits/ledger.tsv`` into the version (``splits.tsv``) and
+ingest reads the production version's too (``artifacts/production/ingest_ledger.tsv``), merged
+with the git ledger by :func:`merge`.
+
 Rows are never dropped: an image removed from the data keeps its row, so a near-duplicate of
 it added later still joins its split.
 
@@ -90,6 +95,29 @@ def render(entries: dict[str, Entry]) -> str:
 def write(path: Path, entries: dict[str, Entry]) -> None:
     """Write ``entries`` to ``path`` (LF, UTF-8)."""
     Path(path).write_text(render(entries), encoding="utf-8", newline="\n")
+
+
+def merge(git: dict[str, Entry], production: dict[str, Entry]) -> tuple[dict[str, Entry], list[str]]:
+    """The recorded splits: the git ledger and the production model's ledger together.
+
+    An image in either keeps its split. Where both list it with different splits, a train or
+    val split of production's wins (the production model trained or validated on the image, so
+    it must never be scored in test); otherwise the git ledger's does.
+
+    Returns:
+        (merged entries, sha256s whose split the two ledgers disagree on, sorted).
+    """
+    out = dict(git)
+    conflicts = []
+    for h, e in production.items():
+        mine = out.get(h)
+        if mine is None:
+            out[h] = e
+        elif mine.split != e.split:
+            conflicts.append(h)
+            if e.split in ("train", "val"):
+                out[h] = Entry(h, e.split, mine.phash, mine.path)
+    return out, sorted(conflicts)
 
 
 def moved(old: dict[str, Entry], new: dict[str, Entry]) -> list[str]:

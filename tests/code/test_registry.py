@@ -161,3 +161,36 @@ def test_resolved_inputs_change_only_with_what_each_stage_reads(tmp_path):
     assert resolved.pinned_version("train_frozen", reg, "m", "production", out) == v2
     assert resolved.pinned_version("train_frozen", reg, "m", "staging", out) is None  # another alias
     assert resolved.pinned_version("publish", reg, "m", "production", out) is None  # never resolved
+
+
+def test_a_versions_split_ledger_is_ingests_input_verified_and_cached(tmp_path):
+    from tasks.common.config import RegistryConfig
+    from tasks.registry import resolved
+
+    reg = str(tmp_path / "reg")
+    store = registry.open_store(reg)
+    old = registry.publish_version(store, "m", make_files(tmp_path / "old", "a"))  # before versions carried one
+    files = make_files(tmp_path / "new", "a")
+    (files / registry.SPLITS_FILE).write_text("sha256\tsplit\tphash\tpath\n")
+    new = registry.publish_version(store, "m", files)
+    assert new == old  # the ledger, like lineage.json, is not part of the model's name
+    files = make_files(tmp_path / "b", "b")
+    (files / registry.SPLITS_FILE).write_text("the ledger\n")
+    v = registry.publish_version(store, "m", files)
+    cfg, cache = RegistryConfig(store=reg, model_name="m"), tmp_path / "cache"
+    assert resolved.ingest_input({"version": None}, cfg, cache) == ({"version": None, "ledger": None}, None)
+    assert resolved.ingest_input({"version": old}, cfg, cache)[1] is None
+    info, path = resolved.ingest_input({"version": v}, cfg, cache)
+    assert path == cache / "m/ledgers" / f"{v}.tsv" and path.read_text() == "the ledger\n"
+    assert info["ledger"]["sha256"] == registry.build_manifest(files)["files"]["splits.tsv"]["sha256"]
+    (tmp_path / "reg/m" / v / "splits.tsv").write_text("tampered\n")  # the cached copy is still right
+    assert resolved.ingest_input({"version": v}, cfg, cache)[1].read_text() == "the ledger\n"
+    path.unlink()
+    with pytest.raises(RegistryError, match="does not match"):
+        resolved.ingest_input({"version": v}, cfg, cache)
+    (tmp_path / "reg/m" / v / "splits.tsv").write_text("the ledger\n")
+    assert resolved.ingest_input({"version": v}, cfg, cache)[1] == path
+    (tmp_path / "reg/m" / v / "MANIFEST.json").unlink()  # the store lost it: the verified copy stands in
+    assert resolved.ingest_input({"version": v}, cfg, cache)[1].read_text() == "the ledger\n"
+    with pytest.raises(RegistryError, match="no MANIFEST.json"):
+        resolved.ingest_input({"version": v}, cfg, tmp_path / "fresh-cache")

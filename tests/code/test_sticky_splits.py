@@ -109,6 +109,19 @@ def test_ledger_and_near_duplicates_beat_the_test_list():
     assert got.near_duplicates["with_removed_images"] == 1 and got.assigned_now["train"] >= 1
 
 
+def test_production_ledger_merges_in_and_its_train_and_val_win_a_conflict():
+    e = lambda n, split, path="images/x.jpg": ledger.Entry(_sha(n), split, f"{n:016x}", path)  # noqa: E731
+    git = {_sha(1): e(1, "test", "images/git.jpg"), _sha(2): e(2, "train"), _sha(3): e(3, "val")}
+    prod = {_sha(1): e(1, "train", "images/prod.jpg"), _sha(2): e(2, "test"), _sha(3): e(3, "val"), _sha(4): e(4, "val")}
+    merged, conflicts = ledger.merge(git, prod)
+    assert conflicts == sorted([_sha(1), _sha(2)])
+    # production trained on 1: train, under the git ledger's path; production's test never
+    # pulls a git train image out of train; 4 only production knows
+    assert {h: m.split for h, m in merged.items()} == {_sha(1): "train", _sha(2): "train", _sha(3): "val", _sha(4): "val"}
+    assert merged[_sha(1)].path == "images/git.jpg"
+    assert ledger.merge({}, prod) == (prod, []) and ledger.merge(git, {}) == (git, [])
+
+
 def test_ledger_round_trips_and_rejects_bad_files(tmp_path):
     e = ledger.Entry(_sha(7), "val", "00ff00ff00ff00ff", "images/x y.jpg")
     path = tmp_path / "splits.tsv"

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from flows.bridge.stages import experiment_ref
+from tasks.common.files import sha256_file
 from tasks.registry import lineage
 from tasks.registry.stores import open_store
 
@@ -40,6 +41,10 @@ def test_lineage_names_the_run_and_reproduce_rebuilds_the_same_weights(prefect_s
     head = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     assert record["ref"] == experiment_ref(repo, "night-2") and record["commit"] == head
     assert record["parent"] == first and record["compared_with"] == first
+    # its ingest kept the splits of the model it started from; reproduce pins that ledger
+    read = record["registry_inputs"]["ingest"]
+    assert read["version"] == first
+    assert read["ledger"]["sha256"] == sha256_file(repo / "registry/tagsmith" / first / "splits.tsv")
     assert record["data"]["data.dvc"]["md5"] == yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]["md5"]
     assert record["params"]["train_frozen"]["weights"] == "production"
     assert record["flow_run"]["id"] and record["repository"] == str(repo)

@@ -25,9 +25,10 @@ from .moto_s3 import FAKE_AWS, MotoServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 STAGES = ["resolve_production", "ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
-# Run on every run (resolve_production asks the registry; publish re-checks once after the first
-# run's publish moved the production alias it reads, and finds its candidate already there).
-RECHECKED = ["resolve_production", "publish"]
+# Run on every run (resolve_production asks the registry); once after the first run's publish
+# moved the production alias: publish re-checks and finds its candidate already there, ingest
+# re-reads the splits with that model's ledger (the same ones: they are what it wrote).
+RECHECKED = ["resolve_production", "ingest", "publish"]
 BUCKET = "tagsmith-shared"
 # recognisable credentials (moto accepts any): none may end up in the server, a log or S3
 CREDS = {**FAKE_AWS, "AWS_ACCESS_KEY_ID": "TWOWORKERS-KEYID-7731", "AWS_SECRET_ACCESS_KEY": "two-workers-SECRET-9f3e",

@@ -196,10 +196,11 @@ def run(scale: float = 1.0, reps: int = 5, out_dir: Path = common.RESULTS, comma
         first = _timed(flow, repo, server_env, "Completed()", len(STAGES))
         print(f"  first flow run (all stages ran): {first:.1f} s", flush=True)
         if not stub:
-            # the first run's publish moved the alias publish reads: the next run re-checks
-            # publish once (and publishes nothing); from then on a re-run changes nothing
-            settle = _timed(flow, repo, server_env, "Cached(", CACHEABLE - 1)
-            print(f"  second flow run (publish re-checked): {settle:.1f} s", flush=True)
+            # the first run's publish moved the alias publish reads and gave production a split
+            # ledger ingest reads: the next run re-checks ingest and publish once (and changes
+            # nothing); from then on a re-run is all Cached
+            settle = _timed(flow, repo, server_env, "Cached(", CACHEABLE - 2)
+            print(f"  second flow run (ingest and publish re-checked): {settle:.1f} s", flush=True)
         dvc = [sys.executable, "-m", "dvc"]
         variants = {
             "flow_cached_server": lambda: _timed(flow, repo, server_env, "Cached(", CACHEABLE),

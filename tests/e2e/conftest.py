@@ -140,6 +140,18 @@ def tiny_repo_factory(tmp_path_factory):
     return make
 
 
+@pytest.fixture(scope="session")
+def first_repro(tiny_repo_factory):
+    """A tiny repo after its first `dvc repro`: (repo, the run's stdout, the dvc.lock it wrote).
+
+    One whole pipeline run for the session: test_dvc_repro goes on from the repo, test_flow
+    compares the lock with the one its flow's first run writes.
+    """
+    repo = tiny_repo_factory("dvc-repro")
+    first = run([sys.executable, "-m", "dvc", "repro"], repo)
+    return repo, first.stdout, (repo / "dvc.lock").read_text()
+
+
 @contextlib.contextmanager
 def start_prefect_server(workdir: Path):
     """A real Prefect server on 127.0.0.1 with its own database under ``workdir``; yields the API URL."""

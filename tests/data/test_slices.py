@@ -19,18 +19,15 @@ from PIL import Image
 from flows.cli import main
 from tasks.datasource.store import AlreadyExists, open_source
 from tasks.datasource.slices import SliceError, add_slice, complete_slices
-from tests.e2e.moto_s3 import FAKE_AWS, MotoServer
+from tests.e2e.moto_s3 import FAKE_AWS
 
 
 @pytest.fixture(scope="module")
-def moto(tmp_path_factory):
+def moto(moto_s3):
+    """The session's endpoint (this module's buckets are its own), named by the environment."""
     old = {k: os.environ.get(k) for k in (*FAKE_AWS, "AWS_ENDPOINT_URL")}
-    os.environ.update(FAKE_AWS)
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
-    server.start()
-    os.environ["AWS_ENDPOINT_URL"] = server.url
-    yield server
-    server.stop()
+    os.environ.update(FAKE_AWS, AWS_ENDPOINT_URL=moto_s3.url)
+    yield moto_s3
     for k, v in old.items():
         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 

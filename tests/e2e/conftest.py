@@ -104,7 +104,8 @@ def trigger(url: str, deployment: str, parameters: dict, timeout: float = 900) -
 @contextlib.contextmanager
 def prefect_worker(api_url: str, pool: str, workdir: Path, env: dict[str, str] | None = None, limit: int = 2):
     """A process worker of ``pool`` started in ``workdir`` (its log: workdir/worker.log); stopped by pid."""
-    worker_env = dict(os.environ, PREFECT_API_URL=api_url,
+    # polls for scheduled runs every 2 s, not Prefect's 10: each run the tests trigger starts sooner
+    worker_env = dict(os.environ, PREFECT_API_URL=api_url, PREFECT_WORKER_QUERY_SECONDS="2",
                       PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     worker_env.update(env or {})
     log_path = workdir / "worker.log"
@@ -148,6 +149,18 @@ def tiny_repo_factory(tmp_path_factory):
     def make(name: str) -> Path:
         return make_tiny_repo(tmp_path_factory.mktemp(name) / "repo")
     return make
+
+
+@pytest.fixture(scope="session")
+def first_repro(tiny_repo_factory):
+    """A tiny repo after its first `dvc repro`: (repo, the run's stdout, the dvc.lock it wrote).
+
+    One whole pipeline run for the session: test_dvc_repro goes on from the repo, test_flow
+    compares the lock with the one its flow's first run writes.
+    """
+    repo = tiny_repo_factory("dvc-repro")
+    first = run([sys.executable, "-m", "dvc", "repro"], repo)
+    return repo, first.stdout, (repo / "dvc.lock").read_text()
 
 
 @contextlib.contextmanager

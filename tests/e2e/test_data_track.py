@@ -19,17 +19,14 @@ from tasks.datasource.store import open_source
 from tasks.datasource.slices import add_slice
 
 from .conftest import run
-from .moto_s3 import FAKE_AWS, MotoServer
+from .moto_s3 import FAKE_AWS
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
-    server.start()
-    yield server
-    server.stop()
+def s3(moto_s3):
+    return moto_s3  # the session's endpoint; this module's buckets are its own
 
 
 def _slices_from_synth(data: Path, out: Path, parts: int) -> list[tuple[Path, Path]]:

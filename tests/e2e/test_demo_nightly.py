@@ -12,18 +12,15 @@ import boto3
 import pytest
 
 from .conftest import PROJECT, TINY_PARAMS, run
-from .moto_s3 import FAKE_AWS, MotoServer
+from .moto_s3 import FAKE_AWS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 DATA_STAGES = ["ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
-    server.start()
-    yield server
-    server.stop()
+def s3(moto_s3):
+    return moto_s3  # the session's endpoint; this module's buckets are its own
 
 
 def test_three_nights_follow_the_data(s3, prefect_server, tmp_path):

@@ -31,10 +31,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def reproduced(tiny_repo_factory):
-    repo = tiny_repo_factory("dvc-repro")
-    first = run([sys.executable, "-m", "dvc", "repro"], repo)
-    return repo, first.stdout
+def reproduced(first_repro):
+    repo, out, _ = first_repro  # tests/e2e/conftest.py
+    return repo, out
 
 
 def test_every_stage_runs_once_in_dag_order(reproduced):

@@ -24,7 +24,7 @@ from flows.bridge.placement import ZOMBIE_AUTOMATION
 from flows.bridge.report import metrics_table
 
 from .conftest import PROJECT, api, prefect_worker, run, start_prefect_server, trigger
-from .moto_s3 import FAKE_AWS, MotoServer
+from .moto_s3 import FAKE_AWS
 
 # a whole pipeline, two clones per training stage and a reference training: past the 900 s default on 2 busy cores
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -36,10 +36,9 @@ HEARTBEAT_S, ZOMBIE_AFTER_S = 30, 90  # Prefect 3.9's shortest heartbeat period;
 
 
 @pytest.fixture(scope="module")
-def placement(tiny_repo_factory, tmp_path_factory):
+def placement(moto_s3, tiny_repo_factory, tmp_path_factory):
     """A repo whose DVC remote is on S3, retrain deployed to CPU and train-stage to GPU, on a server of its own."""
-    s3 = MotoServer(tmp_path_factory.mktemp("moto-placement") / "moto.log")
-    s3.start()
+    s3 = moto_s3  # the session's endpoint; the bucket is this module's own
     boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1", aws_access_key_id="testing",
                  aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
     repo = tiny_repo_factory("placement")
@@ -48,19 +47,16 @@ def placement(tiny_repo_factory, tmp_path_factory):
     run(dvc + ["remote", "modify", "store", "endpointurl", s3.url], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "S3 remote"], repo)
     run(dvc + ["push", "data.dvc"], repo, env=FAKE_AWS)
-    try:
-        with start_prefect_server(tmp_path_factory.mktemp("prefect-placement")) as url:
-            env = {"PREFECT_API_URL": url}
-            prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
-            for pool in (CPU, GPU):
-                run(prefect + ["work-pool", "create", pool, "--type", "process", "--base-job-template",
-                               str(PROJECT / "infra/pools/process.json")], repo, env=env)
-            for name, pool in (("retrain", CPU), ("train-stage-gpu", GPU)):
-                run(prefect + ["deploy", "--prefect-file", str(PROJECT / "infra/prefect.yaml"), "--name", name,
-                               "--pool", pool], repo, env=env)
-            yield repo, url, s3
-    finally:
-        s3.stop()
+    with start_prefect_server(tmp_path_factory.mktemp("prefect-placement")) as url:
+        env = {"PREFECT_API_URL": url}
+        prefect = [sys.executable, "-m", "prefect", "--no-prompt"]
+        for pool in (CPU, GPU):
+            run(prefect + ["work-pool", "create", pool, "--type", "process", "--base-job-template",
+                           str(PROJECT / "infra/pools/process.json")], repo, env=env)
+        for name, pool in (("retrain", CPU), ("train-stage-gpu", GPU)):
+            run(prefect + ["deploy", "--prefect-file", str(PROJECT / "infra/prefect.yaml"), "--name", name,
+                           "--pool", pool], repo, env=env)
+        yield repo, url, s3
 
 
 def machine(root: Path) -> dict[str, str]:

@@ -18,17 +18,14 @@ from tasks.registry import client as registry
 from tasks.common.config import EvaluateConfig
 from tests.model.evalkit import make_model, make_shards
 
-from .moto_s3 import FAKE_AWS, MotoServer
+from .moto_s3 import FAKE_AWS
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
-    s.start()
-    yield s
-    s.stop()
+def server(moto_s3):
+    return moto_s3  # the session's endpoint; this module's buckets are its own
 
 
 def stage_dir(root: Path, sign: float) -> None:

@@ -21,7 +21,7 @@ import pytest
 from flows.bridge.overrides import apply_overrides
 
 from .conftest import PROJECT, api, prefect_worker, run, start_prefect_server, trigger
-from .moto_s3 import FAKE_AWS, MotoServer
+from .moto_s3 import FAKE_AWS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 STAGES = ["resolve_production", "ingest", "augment", "train_frozen", "train_full", "evaluate", "publish"]
@@ -37,12 +37,10 @@ SECRETS = [CREDS[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    server = MotoServer(tmp_path_factory.mktemp("moto-two") / "moto.log")
-    server.start()
-    boto3.client("s3", endpoint_url=server.url, **_boto_creds()).create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
+def s3(moto_s3):
+    """The session's endpoint, with this module's bucket."""
+    boto3.client("s3", endpoint_url=moto_s3.url, **_boto_creds()).create_bucket(Bucket=BUCKET)
+    return moto_s3
 
 
 def _boto_creds() -> dict[str, str]:

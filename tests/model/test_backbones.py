@@ -11,9 +11,22 @@ from tasks.model.backbones import BACKBONES, build_base
 from tasks.model.losses import make_loss
 
 
+@pytest.fixture()
+def unoptimised_graphs():
+    """Grappler's rewrites of a big network's training graph take minutes on 2 CPU cores (about
+    half of InceptionResNetV2's step) and are not what is checked here: the step still runs as
+    a graph (tf.function), only not optimised. Restored after the test."""
+    import tensorflow as tf
+
+    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    yield
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BACKBONES))
-def test_backbone_builds_at_min_size_and_trains_one_step(name):
+def test_backbone_builds_at_min_size_and_trains_one_step(name, unoptimised_graphs):
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     size = BACKBONES[name].min_size

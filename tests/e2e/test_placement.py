@@ -24,7 +24,7 @@ from flows.bridge.placement import ZOMBIE_AUTOMATION
 from flows.bridge.report import metrics_table
 
 from .conftest import PROJECT, api, prefect_worker, run, start_prefect_server, trigger
-from .moto_s3 import FAKE_AWS
+from .moto_s3 import FAKE_AWS, MotoServer
 
 # a whole pipeline, two clones per training stage and a reference training: past the 900 s default on 2 busy cores
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]

@@ -100,3 +100,24 @@ def test_fake_credentials_appear_in_no_log_artifact_or_output(retrain_run, prefe
     for secret in FAKE.values():
         assert not [name for name, text in texts.items() if secret in text]
         assert not [p for p in files if secret.encode() in p.read_bytes()]
+
+
+@pytest.mark.long
+@pytest.mark.timeout(2400)
+def test_transfer_sweep_makes_the_studys_table_with_imagenet_rows(deployed, prefect_server):
+    """The deployed sweep's `transfer` grid: small_cnn from scratch and efficientnet_lite0 from
+    ImageNet, each with its recipe, frozen only and frozen then full: one table, four runs."""
+    repo, log = deployed
+    # one frozen epoch each keeps it minutes; full epochs stay the recipes' (a mode's 0 stays 0)
+    sweep = trigger(prefect_server, "sweep", {"grid": "transfer", "params": {"train_frozen.epochs": 1},
+                                              "max_parallel": 1}, timeout=1800)
+    assert sweep["state"]["type"] == "COMPLETED", log.read_text()[-4000:]
+    children = api(prefect_server, "/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [sweep["id"]]}}})
+    assert sorted(c["name"] for c in children) == sorted([
+        "small_cnn-frozen", "small_cnn-frozen-full", "efficientnet_lite0-frozen", "efficientnet_lite0-frozen-full"]), \
+        [c["name"] for c in children]
+    assert all(c["state"]["type"] == "COMPLETED" for c in children)
+    arts = api(prefect_server, "/artifacts/filter", {"artifacts": {"key": {"any_": ["sweep-comparison"]}}})
+    table = arts[-1]["data"]
+    assert "| efficientnet_lite0 | imagenet |" in table and "| small_cnn | none |" in table, table
+    assert "mAP frozen" in table and "mAP frozen+full" in table

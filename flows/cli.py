@@ -104,7 +104,7 @@ def retrain_arguments(args: argparse.Namespace) -> tuple[dict[str, Any], dict[st
 def _cmd_retrain(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.bridge.report import render_text
-    from flows.retrain import retrain
+    from flows.retrain import main as retrain
 
     chosen, overrides = retrain_arguments(args)
     summary = retrain(**chosen, force_publish=True if args.force_publish else None,

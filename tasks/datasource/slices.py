@@ -30,7 +30,6 @@ from pathlib import Path
 
 from tasks.common.errors import DataError
 from tasks.common.files import json_text, sha256_bytes
-from tasks.dataset.imageio import ImageFault, open_rgb
 from tasks.datasource.store import SliceStore
 from tasks.dataset.sources import split_labels
 
@@ -123,6 +122,10 @@ def plan_slice(store: SliceStore, folder: Path, labels: Path, slice_id: str | No
                classes_file: Path | None = None) -> tuple[SliceReport, dict[str, bytes], list[str]]:
     """Validate a new slice without writing: (report, objects to write keyed under the slice,
     classes after it). Raises ``SliceError`` naming every problem found."""
+    # imported here: the flow's data-version check imports this module on every run and needs
+    # no numpy or Pillow (a fifth of a second of a cached re-run)
+    from tasks.dataset.imageio import ImageFault, open_rgb
+
     folder = Path(folder)
     classes, new_classes, problems = _classes_after(store, classes_file)
     existing_ids = _all_slice_ids(store)

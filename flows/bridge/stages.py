@@ -86,6 +86,10 @@ def pipeline(root: Path) -> list[str]:
 # Roots inside ``session()``: their open repository (None until first used, or after a dvc
 # subprocess may have changed dvc.lock, outputs or config).
 _SESSIONS: dict[Path, Any] = {}
+# dvc.yaml's stages, collected once per open session repository: collecting one stage parses
+# dvc.yaml and dvc.lock again (a tenth of a second each, for every stage of a cached run). Each
+# is handed out once, because checking a stage changes it (``save_deps`` records today's hashes).
+_COLLECTED: dict[Path, dict[str, Any]] = {}
 
 
 @contextmanager
@@ -107,6 +111,7 @@ def session(root: Path) -> Iterator[None]:
 
 def _forget(root: Path) -> None:
     key = Path(root).resolve()
+    _COLLECTED.pop(key, None)
     repo = _SESSIONS.get(key)
     if repo is not None:
         repo.close()
@@ -132,6 +137,19 @@ def _target(root: Path, name: str) -> str:
     resolves a bare name against the current directory, which need not be ``root``."""
     root = Path(root).resolve()
     return str(root / name) if name.endswith(".dvc") else f"{root / 'dvc.yaml'}:{name}"
+
+
+def _collect(repo: Any, root: Path, name: str) -> Any:
+    """Stage ``name`` as loaded now (from the session's one collection when there is one)."""
+    key = Path(root).resolve()
+    if key in _SESSIONS and not name.endswith(".dvc"):
+        if key not in _COLLECTED:
+            _COLLECTED[key] = {s.name: s for s in repo.stage.collect(str(key / "dvc.yaml"))}
+        if name in _COLLECTED[key]:
+            return _COLLECTED[key].pop(name)
+    return repo.stage.collect(_target(root, name))[0]
+
+
 # The fingerprint of an ``always_changed`` stage (resolve_production): DVC keeps no run-cache
 # for such a stage, so there is nothing to key a cache on; the flow runs it every time.
 ALWAYS = "always-changed"
@@ -153,13 +171,13 @@ def fingerprint(root: Path, name: str) -> str:
     """DVC's run-cache key of ``name`` for the workspace as it is now (deps hashed on disk);
     ``ALWAYS`` for an ``always_changed`` stage."""
     with _repo(root) as repo, repo.lock:
-        return _stage_hash(repo.stage.collect(_target(root, name))[0], name)
+        return _stage_hash(_collect(repo, root, name), name)
 
 
 def inspect(root: Path, name: str) -> tuple[str, bool]:
     """``(fingerprint(root, name), is_current(root, name))``, opening the repository once."""
     with _repo(root) as repo, repo.lock:
-        stage = repo.stage.collect(_target(root, name))[0]
+        stage = _collect(repo, root, name)
         current = not stage.always_changed and not stage.changed()
         return _stage_hash(stage, name), current
 
@@ -167,8 +185,7 @@ def inspect(root: Path, name: str) -> tuple[str, bool]:
 def is_current(root: Path, name: str) -> bool:
     """True when ``dvc status`` would call ``name`` up to date (deps, params, cmd and outs)."""
     with _repo(root) as repo, repo.lock:
-        stage = repo.stage.collect(_target(root, name))[0]
-        return not stage.changed()
+        return not _collect(repo, root, name).changed()
 
 
 def lock_entry(root: Path, name: str) -> dict[str, Any]:

@@ -75,3 +75,22 @@ def test_outside_a_session_every_check_reads_the_workspace(tmp_path):
     assert stages.is_current(root, "make")
     (root / "input.txt").write_text("changed\n")
     assert not stages.is_current(root, "make")
+
+
+def test_a_session_collects_the_stages_once_and_a_second_check_still_agrees(tmp_path, monkeypatch):
+    root = _repo(tmp_path)
+    stages.repro(root, "resolve", log=lambda _: None)
+    stages.repro(root, "make", log=lambda _: None)
+    (root / "input.txt").write_text("changed\n")
+    outside = stages.inspect(root, "make")
+    assert outside[1] is False
+    calls = []
+    with stages.session(root):
+        with stages._repo(root) as repo:
+            collect = repo.stage.collect
+            monkeypatch.setattr(repo.stage, "collect", lambda *a, **k: calls.append(a) or collect(*a, **k))
+        assert stages.inspect(root, "resolve")[0] == stages.ALWAYS
+        assert stages.inspect(root, "make") == outside
+        # checking a stage records today's hashes in it: a second check must not reuse it
+        assert stages.inspect(root, "make") == outside
+    assert [Path(a[0]).name for a in calls] == ["dvc.yaml", "dvc.yaml:make"]

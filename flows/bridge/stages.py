@@ -175,11 +175,21 @@ def fingerprint(root: Path, name: str) -> str:
 
 
 def inspect(root: Path, name: str) -> tuple[str, bool]:
-    """``(fingerprint(root, name), is_current(root, name))``, opening the repository once."""
+    """``(fingerprint(root, name), is_current(root, name))``, opening the repository once.
+
+    Each dep is hashed once: ``Stage.changed()`` would hash again what the fingerprint just
+    hashed. The deps' part of it is the same comparison (dvc.lock's hash against today's); the
+    command and the outputs are checked by DVC's own ``changed_stage`` and ``changed_outs``.
+    """
     with _repo(root) as repo, repo.lock:
         stage = _collect(repo, root, name)
-        current = not stage.always_changed and not stage.changed()
-        return _stage_hash(stage, name), current
+        if stage.always_changed:
+            return ALWAYS, False
+        recorded = [dep.hash_info for dep in stage.deps]  # as dvc.lock has them
+        key = _stage_hash(stage, name)  # puts today's hashes in the deps
+        same_deps = stage.frozen or (not stage.is_callback and all(
+            was and dep.hash_info == was for dep, was in zip(stage.deps, recorded)))
+        return key, same_deps and not stage.changed_stage() and not stage.changed_outs()
 
 
 def is_current(root: Path, name: str) -> bool:

@@ -94,3 +94,27 @@ def test_a_session_collects_the_stages_once_and_a_second_check_still_agrees(tmp_
         # checking a stage records today's hashes in it: a second check must not reuse it
         assert stages.inspect(root, "make") == outside
     assert [Path(a[0]).name for a in calls] == ["dvc.yaml", "dvc.yaml:make"]
+
+
+@pytest.mark.parametrize("edit", ["nothing", "dep", "param", "cmd", "out", "new_dep"])
+def test_inspect_calls_a_stage_current_exactly_when_dvc_does(tmp_path, edit):
+    root = _repo(tmp_path)
+    (root / "params.yaml").write_text("p:\n  x: 1\n  y: [1, 2]\n")
+    spec = yaml.safe_load((root / "dvc.yaml").read_text())
+    spec["stages"]["make"]["params"] = ["p"]
+    (root / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    stages.repro(root, "resolve", log=lambda _: None)
+    stages.repro(root, "make", log=lambda _: None)
+    if edit == "dep":
+        (root / "input.txt").write_text("changed\n")
+    elif edit == "param":
+        (root / "params.yaml").write_text("p:\n  x: 2\n  y: [1, 2]\n")
+    elif edit in ("cmd", "new_dep"):
+        make = spec["stages"]["make"]
+        make.update(cmd=make["cmd"] + " ") if edit == "cmd" else make["deps"].append("params.yaml")
+        (root / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    elif edit == "out":
+        (root / "out.txt").write_text("tampered\n")
+    with stages.session(root):
+        current = stages.inspect(root, "make")[1]
+    assert current == stages.is_current(root, "make") == (edit == "nothing")  # is_current: DVC's Stage.changed()

@@ -3,7 +3,7 @@
     python -m tasks.resolve_production
 
 Writes artifacts/production/publish.json, train_frozen.json, and ingest_ledger.tsv (the
-production version's split ledger) with ingest.json (tasks/registry/resolved.py);
+production version's split ledger, and the warm-start version's when that is another) with ingest.json (tasks/registry/resolved.py);
 ``always_changed`` in dvc.yaml, so it runs on every ``dvc repro`` and flow run (an alias and
 a manifest read each; a version's ledger is downloaded once, into .cache/registry), and the stages that read the registry are stale exactly when an alias they read
 has moved (``tagsmith registry promote``/``rollback``, or another run's publish).
@@ -24,10 +24,9 @@ def main() -> None:
     def body() -> tuple[dict, dict]:
         reg = load(RegistryConfig)
         prod = resolved.publish_input(reg)
-        ingest, path = resolved.ingest_input(prod, reg)
-        entries = ledger.read(path) if path else {}  # validated here: a bad file fails this stage
-        return {"publish": prod, "ingest": ingest,
-                "train_frozen": resolved.train_frozen_input(load(TrainFrozenConfig), reg)}, entries
+        warm = resolved.train_frozen_input(load(TrainFrozenConfig), reg)
+        ingest, entries = resolved.ingest_ledger(prod, warm, reg)
+        return {"publish": prod, "ingest": ingest, "train_frozen": warm}, entries
 
     inputs, production_ledger = stage_main("resolve_production", body)
     resolved.write(inputs)
@@ -36,7 +35,10 @@ def main() -> None:
         what = (f"{data['store']}/{data['model']}@{data['alias']} = {data['version'] or 'unset'}"
                 if "alias" in data else "nothing from the registry")
         if stage == "ingest":
-            what += f"'s split ledger ({len(production_ledger)} images)" if data["ledger"] else " (no split ledger)"
+            what += "'s split ledger" if data["ledger"] else " (no split ledger)"
+            if "warm_start" in data:
+                what += f" and that of the warm-start version {data['warm_start']['version']}"
+            what += f" ({len(production_ledger)} images)"
         print(f"resolve_production: {stage} reads {what}")
 
 

@@ -210,8 +210,9 @@ def reproduce(lineage: dict[str, Any], store_uri: str, into: Path, repository: s
 
 def _pin_ingest_ledger(lineage: dict[str, Any], into: Path, log) -> None:  # type: ignore[no-untyped-def]
     """Write the split ledger the run's ingest read: that of the version it resolved
-    (``registry_inputs.ingest``), checked against the sha256 recorded then; empty when the run
-    read none (nothing in production, or a run from before versions carried ledgers)."""
+    (``registry_inputs.ingest``) merged with the warm-start version's when it read that too
+    (``resolved.ingest_ledger``), each checked against the sha256 recorded then; empty when the
+    run read none (nothing in production, or a run from before versions carried ledgers)."""
     from tasks.common.config import RegistryConfig, load
     from tasks.registry import resolved
     from tasks.registry.client import s3_options
@@ -219,16 +220,19 @@ def _pin_ingest_ledger(lineage: dict[str, Any], into: Path, log) -> None:  # typ
     from tasks.splits import ledger
 
     read = lineage.get("registry_inputs", {}).get("ingest") or {}
-    want, entries = read.get("ledger"), {}
-    if want:
+    entries: dict[str, ledger.Entry] = {}
+    for source in (read, read.get("warm_start") or {}):
+        want = source.get("ledger")
+        if not want:
+            continue
         reg = load(RegistryConfig, into / paths.PARAMS)  # the registry as this machine sees it
-        path = resolved.version_ledger(open_store(reg.store, s3_options(reg)), read["model"], read["version"],
+        path = resolved.version_ledger(open_store(reg.store, s3_options(reg)), read["model"], source["version"],
                                        into / paths.REGISTRY_CACHE)
         if path is None or sha256_file(path) != want["sha256"]:
-            raise ReproduceError(f"the split ledger of {read['version']} is not the one the run read "
+            raise ReproduceError(f"the split ledger of {source['version']} is not the one the run read "
                                  f"(sha256 {want['sha256'][:12]}…); the run's ingest cannot be repeated")
-        entries = ledger.read(path)
-        log(f"ingest keeps the {len(entries)} splits of {read['version']}'s ledger")
+        entries, _ = ledger.merge(entries, ledger.read(path))
+        log(f"ingest keeps the splits of {source['version']}'s ledger")
     ledger.write(into / paths.PRODUCTION_LEDGER, entries)
 
 

@@ -151,14 +151,18 @@ def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD
         reg: the registry section (where to publish, which alias to move).
         model_dir, shard_dir, eval_dir: the upstream stages' outputs.
         out_dir: where receipt.json and gate.md go.
-        splits_ledger: ingest's ledger, published as the version's splits.tsv (skipped when
-            None or absent: publish run outside the pipeline).
+        splits_ledger: ingest's ledger, published as the version's splits.tsv; None publishes
+            a version without one (later ingests then keep none of its splits).
     Returns:
         PublishSummary; a rejection is a normal return, not an exception.
     Raises:
+        DataError: ``splits_ledger`` is given but absent (run ingest first).
         registry.RegistryError: the store failed, or the alias kept moving; nothing was
             overwritten.
     """
+    if splits_ledger is not None and not Path(splits_ledger).is_file():
+        raise DataError(f"{splits_ledger}: no split ledger to publish with the model (ingest writes it; "
+                        "a version without one would let its training images reach a later test split)")
     store = registry.open_store(reg.store, registry.s3_options(reg))
     candidate = json.loads((Path(eval_dir) / "metrics.json").read_text())
     classes = list(shards.read_index(Path(shard_dir))["classes"])
@@ -168,7 +172,7 @@ def run(cfg: PublishConfig, model_dir: Path = MODEL_DIR, shard_dir: Path = SHARD
         files = Path(tmp) / "version"
         stage_files(Path(model_dir), Path(eval_dir), Path(shard_dir), files, saved_model=False)
         lineage.write(files, lineage.collect())  # not part of the version's name (client.DERIVED)
-        if splits_ledger is not None and Path(splits_ledger).is_file():  # nor is this
+        if splits_ledger is not None:  # nor is this
             shutil.copyfile(splits_ledger, files / registry.SPLITS_FILE)
         version = registry.version_of(registry.build_manifest(files))  # the export is not part of it
         for _ in range(cfg.alias_attempts):

@@ -15,7 +15,9 @@ import pytest
 from tasks import evaluate, publish
 from tasks.serving import predict
 from tasks.registry import client as registry
+from tasks.common import paths
 from tasks.common.config import EvaluateConfig
+from tasks.splits import ledger
 from tests.model.evalkit import make_model, make_shards
 
 from .moto_s3 import FAKE_AWS
@@ -55,6 +57,8 @@ def test_publish_stage_on_s3_gate_and_predict(server, tmp_path, monkeypatch, cap
     store_uri = f"s3://{bucket}/models"
     root = tmp_path / "repo"
     make_shards(root / "artifacts")
+    (root / paths.SPLITS).mkdir(parents=True)
+    ledger.write(root / paths.SPLITS_LEDGER, {})  # what ingest writes beside the shards
     (root / "params.yaml").write_text(
         f"publish:\n  batch_size: 8\nregistry:\n  store: {store_uri}\n  model_name: m\n  s3_max_attempts: 2\n")
     monkeypatch.chdir(root)  # the stage reads params.yaml and artifacts/ from the cwd

@@ -25,7 +25,8 @@ def published(tmp_path_factory):
     make_model(root / "model", sign=1.0)
     evaluate.run(EvaluateConfig(batch_size=8), root / "model", shards, root / "eval")
     reg = RegistryConfig(store=str(root / "registry"), model_name="m")
-    receipt = publish.run(PublishConfig(), root / "model", shards, root / "eval", root / "publish", reg=reg).receipt
+    receipt = publish.run(PublishConfig(), root / "model", shards, root / "eval", root / "publish", reg=reg,
+                          splits_ledger=None).receipt
     return root, receipt
 
 

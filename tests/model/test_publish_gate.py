@@ -12,6 +12,7 @@ import pytest
 from tasks import evaluate, publish
 from tasks.registry import client as registry, lineage
 from tasks.common.config import EvaluateConfig, PublishConfig, RegistryConfig
+from tasks.common.errors import DataError
 
 from tests.model.evalkit import make_model, make_shards
 
@@ -26,10 +27,10 @@ def world(tmp_path_factory):
     return root
 
 
-def stage(world, name, out, alias="production", **kw):
+def stage(world, name, out, alias="production", splits_ledger=None, **kw):
     reg = RegistryConfig(store=str(world / "registry"), model_name="m", alias=alias)
     return publish.run(PublishConfig(**kw), world / name / "model", world / "shards", world / name / "eval",
-                       world / out, reg=reg)
+                       world / out, reg=reg, splits_ledger=splits_ledger)
 
 
 def test_gate_sequence(world):
@@ -79,7 +80,8 @@ def test_lineage_travels_with_the_version_but_does_not_name_it(world, monkeypatc
         monkeypatch.setenv(lineage.ENV_REF, ref)
         monkeypatch.setenv(lineage.ENV_RUN_ID, run_id)
         good = world / "good"
-        return publish.run(PublishConfig(), good / "model", world / "shards", good / "eval", world / out, reg=reg)
+        return publish.run(PublishConfig(), good / "model", world / "shards", good / "eval", world / out, reg=reg,
+                           splits_ledger=None)
 
     first = run("refs/exps/ab/cdef/night-1", "run-1", "l1")
     again = run("refs/exps/ab/cdef/night-2", "run-2", "l2")
@@ -157,3 +159,10 @@ def test_production_that_keeps_moving_stops_publish_with_a_clear_error(world, mo
     with pytest.raises(registry.RegistryError, match="moved 3 times while .* was being gated.*not overwritten"):
         stage(world, "good", "k3", alias="busy")
     assert registry.get_alias(store, "m", "busy").version == b  # the other writer's last word
+
+
+def test_a_missing_split_ledger_is_refused_before_anything_is_published(world):
+    before = sorted((world / "registry").rglob("*"))
+    with pytest.raises(DataError, match="no split ledger"):
+        stage(world, "good", "nl", splits_ledger=world / "absent.tsv")
+    assert sorted((world / "registry").rglob("*")) == before and not (world / "nl").exists()

@@ -10,7 +10,7 @@ repository) where its credential blocks are wanted; the default keeps clone, com
 checkout and shared folders in one step that either yields a complete workspace or one error.
 
     python -m flows.deployment.deploy render infra/pools/k8s-gpu.json gpu_count=2 'node_selector={"gpu": "a100"}'
-        # print the job configuration a worker of that pool would submit, rendered by Prefect
+        # print the job a worker of that pool would submit for a run, built by the worker's own code
 """
 
 from __future__ import annotations
@@ -131,20 +131,42 @@ def prepare_workspace(
     return {"directory": str(dest)}
 
 
-def render_job_template(template: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """The job configuration a worker builds from a pool's base job template.
+# The configuration class each container worker builds its jobs with (the `infra` extra installs
+# them). Not the process worker: its job is this machine's environment, secrets included.
+WORKER_CONFIGURATIONS = {
+    "kubernetes": "prefect_kubernetes.worker:KubernetesWorkerJobConfiguration",
+    "docker": "prefect_docker.worker:DockerWorkerJobConfiguration",
+}
+POOL_TYPES = {"k8s": "kubernetes", "docker": "docker"}  # infra/pools/<prefix>-*.json
 
-    The same steps as ``BaseJobConfiguration.from_template_and_values``: the variables'
-    schema defaults, overridden by ``values`` (deployment and run job variables), applied to
-    ``job_configuration`` with Prefect's own templating (a placeholder that is a whole value
-    keeps its type: ``"{{ gpu_count }}"`` becomes the int 2; an unset one drops its key).
+
+def worker_job(template: dict[str, Any], values: dict[str, Any], kind: str, flow_run_name: str = "preview") -> dict[str, Any]:
+    """The job a ``kind`` worker submits for a run with job variables ``values``, built by the
+    worker's own code: its configuration class merges ``values`` over the template's defaults
+    and applies Prefect's templating (a placeholder that is a whole value keeps its type:
+    ``"{{ gpu_count }}"`` becomes the int 2; an unset one drops its key), then
+    ``prepare_for_flow_run`` adds what a worker adds per run (env, labels, generated name,
+    the engine command).
+
+    Raises:
+        ValueError: ``values`` names a variable the template does not declare (a worker would
+            silently ignore it).
     """
-    from prefect.utilities.templating import apply_values
+    import asyncio
+    import importlib
+    import uuid
 
-    props = template["variables"].get("properties", {})
-    variables = {k: v["default"] for k, v in props.items() if v.get("default") is not None}
-    variables.update(values)
-    return apply_values(copy.deepcopy(template["job_configuration"]), variables)
+    from prefect.client.schemas.objects import FlowRun
+
+    unknown = sorted(set(values) - set(template["variables"].get("properties", {})))
+    if unknown:
+        raise ValueError(f"job variables {unknown} are not declared by this template")
+    module, _, name = WORKER_CONFIGURATIONS[kind].partition(":")
+    config_class = getattr(importlib.import_module(module), name)
+    # client: consulted only for block and variable references, which our templates have none of
+    config = asyncio.run(config_class.from_template_and_values(copy.deepcopy(template), values, client=object()))
+    config.prepare_for_flow_run(FlowRun(id=uuid.uuid4(), name=flow_run_name, flow_id=uuid.uuid4()))
+    return config.model_dump(mode="json")
 
 
 def _parse_value(raw: str) -> Any:
@@ -159,9 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) < 2 or args[0] != "render":
         print(__doc__.strip().splitlines()[-2].strip(), file=sys.stderr)
         return 2
-    template = json.loads(Path(args[1]).read_text())
+    path = Path(args[1])
+    kind = POOL_TYPES.get(path.name.split("-")[0].removesuffix(".json"))
+    if kind is None:
+        print(f"{path}: name it <{'|'.join(POOL_TYPES)}>-*.json to say which worker renders it", file=sys.stderr)
+        return 2
     values = {k: _parse_value(v) for k, _, v in (a.partition("=") for a in args[2:])}
-    print(json.dumps(render_job_template(template, values), indent=2, sort_keys=True))
+    print(json.dumps(worker_job(json.loads(path.read_text()), values, kind), indent=2, sort_keys=True))
     return 0
 
 

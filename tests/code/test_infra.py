@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.deployment.deploy import _redact, prepare_workspace, render_job_template
+from flows.deployment.deploy import POOL_TYPES, _redact, prepare_workspace, worker_job
 
 ROOT = Path(__file__).resolve().parents[2]
 POOLS = ROOT / "infra/pools"
@@ -19,6 +19,11 @@ POOLS = ROOT / "infra/pools"
 
 def template(name: str) -> dict:
     return json.loads((POOLS / name).read_text())
+
+
+def render(name: str, values: dict) -> dict:
+    """What a worker of the pool ``infra/pools/<name>`` submits for a run (its own code)."""
+    return worker_job(template(name), values, POOL_TYPES[name.split("-")[0]])
 
 
 @pytest.mark.parametrize("name", ["k8s-gpu.json", "k8s-cpu.json", "docker-gpu.json", "process.json"])
@@ -32,7 +37,7 @@ def test_templates_pass_prefects_own_work_pool_validation(name):
 
 def test_k8s_template_renders_gpu_limit_node_selector_and_tolerations():
     tol = [{"key": "gpu", "operator": "Equal", "value": "l4", "effect": "NoSchedule"}]
-    job = render_job_template(template("k8s-gpu.json"), {"gpu_count": 2, "node_selector": {"accel": "l4"}, "tolerations": tol})
+    job = render("k8s-gpu.json", {"gpu_count": 2, "node_selector": {"accel": "l4"}, "tolerations": tol})
     pod = job["job_manifest"]["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2  # an int, not "2"
     assert pod["nodeSelector"] == {"accel": "l4"}
@@ -41,14 +46,14 @@ def test_k8s_template_renders_gpu_limit_node_selector_and_tolerations():
 
 
 def test_k8s_template_defaults_ask_for_one_gpu_on_a_gpu_node():
-    pod = render_job_template(template("k8s-gpu.json"), {})["job_manifest"]["spec"]["template"]["spec"]
+    pod = render("k8s-gpu.json", {})["job_manifest"]["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert "{{" not in json.dumps(pod)
 
 
 def test_docker_template_renders_gpu_device_requests():
-    job = render_job_template(template("docker-gpu.json"), {"gpu_count": 1, "image": "tagsmith-gpu:abc"})
+    job = render("docker-gpu.json", {"gpu_count": 1, "image": "tagsmith-gpu:abc"})
     (req,) = job["container_create_kwargs"]["device_requests"]
     assert req["Driver"] == "nvidia" and req["Count"] == 1
     assert ["gpu", "compute", "utility"] in req["Capabilities"]
@@ -59,7 +64,7 @@ def test_docker_template_renders_gpu_device_requests():
 @pytest.mark.parametrize("name", ["k8s-gpu.json", "k8s-cpu.json", "docker-gpu.json"])
 def test_container_pools_keep_stage_caches_in_the_shared_s3_results(name):
     # a pod's disk dies with it: without shared result storage no run would find a stage cached
-    job = render_job_template(template(name), {})
+    job = render(name, {})
     assert job["env"]["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] == "s3-bucket/tagsmith-results"
     assert not [k for k in job["env"] if "SECRET" in k or "KEY" in k]
 

@@ -10,15 +10,13 @@ mode (unknown fields are errors: Kubernetes drops or rejects them). Offline.
 
 from __future__ import annotations
 
-import asyncio
-import copy
 import json
-import uuid
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
-from prefect.client.schemas.objects import FlowRun
+
+from flows.deployment.deploy import worker_job
 
 ROOT = Path(__file__).resolve().parents[2]
 POOLS = ROOT / "infra/pools"
@@ -57,15 +55,10 @@ def template(name: str) -> dict:
 
 def worker_manifest(name: str, values: dict) -> dict:
     """The Job manifest a Kubernetes worker of pool template ``name`` submits for a flow run."""
-    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
-
     tpl = template(name)
     declared = set(tpl["variables"]["properties"])
-    values = {k: v for k, v in values.items() if k in declared}
-    # client: only consulted for block/variable references, which these templates have none of
-    cfg = asyncio.run(KubernetesWorkerJobConfiguration.from_template_and_values(tpl, values, client=object()))
-    cfg.prepare_for_flow_run(FlowRun(id=uuid.uuid4(), name="olive-owl", flow_id=uuid.uuid4()))
-    manifest = copy.deepcopy(cfg.job_manifest)
+    job = worker_job(tpl, {k: v for k, v in values.items() if k in declared}, "kubernetes", flow_run_name="olive-owl")
+    manifest = job["job_manifest"]
     # The API server fills name from generateName; kubernetes-validate's reports expect one.
     manifest["metadata"].setdefault("name", manifest["metadata"]["generateName"] + "x1")
     return manifest
@@ -135,11 +128,13 @@ def test_cpu_pool_asks_for_no_gpu_and_no_gpu_node():
                                         "networks": ["ml"], "labels": {"team": "ml"}}],
                          ids=["defaults", "non-defaults"])
 def test_docker_template_builds_the_docker_workers_configuration(values):
-    from prefect_docker.worker import DockerWorkerJobConfiguration
-
-    cfg = asyncio.run(DockerWorkerJobConfiguration.from_template_and_values(template("docker-gpu.json"), values, client=object()))
-    cfg.prepare_for_flow_run(FlowRun(id=uuid.uuid4(), name="olive-owl", flow_id=uuid.uuid4()))
-    (req,) = cfg.container_create_kwargs["device_requests"]
+    job = worker_job(template("docker-gpu.json"), values, "docker")
+    (req,) = job["container_create_kwargs"]["device_requests"]
     assert req["Count"] == values.get("gpu_count", -1)
-    assert cfg.image == values.get("image", "tagsmith-gpu:latest")
-    assert "{{" not in json.dumps(cfg.model_dump(mode="json"))
+    assert job["image"] == values.get("image", "tagsmith-gpu:latest")
+    assert "{{" not in json.dumps(job)
+
+
+def test_render_refuses_a_variable_the_template_does_not_declare():
+    with pytest.raises(ValueError, match="gpus"):
+        worker_job(template("k8s-gpu.json"), {"gpus": 2}, "kubernetes")

@@ -150,7 +150,7 @@ def test_training_runs_on_the_gpu_pool_and_a_gpu_worker_killed_during_train_full
         placement, tmp_path_factory):
     """One retrain run proves placement (training on the GPU pool, the rest on the CPU pool, the
     metrics of a one-process `dvc repro`) and recovery (the lost machine's train_full resumed from
-    its S3 checkpoint by another, to the weights of an uninterrupted training): one pipeline, not two."""
+    its S3 checkpoint by another, to the weights of an uninterrupted training): a pipeline costs minutes here."""
     repo, url, s3 = placement
     cpu, gpu, spare = (tmp_path_factory.mktemp(f"machine-{n}") for n in ("cpu", "gpu-lost", "gpu-spare"))
     (dep,) = api(url, "/deployments/filter", {"deployments": {"name": {"any_": ["retrain"]}}})

@@ -24,7 +24,7 @@ import os
 import posixpath
 import sys
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +64,13 @@ class Summary:
     stats: dict = field(repr=False, default_factory=dict)
 
 
+def _sha_or_none(path: str) -> str | None:
+    try:
+        return sha256_file(Path(path))
+    except OSError:
+        return None
+
+
 def probe_recipe(cfg: IngestConfig) -> str:
     """The memo table of probe results: what a probe's outcome depends on besides the bytes."""
     import imagehash
@@ -89,13 +96,13 @@ def _probe_all(paths: list[str], cfg: IngestConfig, memo: Memo | None = None) ->
         table = probe_recipe(cfg)
         known = memo.load(table)
         todo = []
-        for i, p in enumerate(paths):
-            try:
-                sha = sha256_file(Path(p))
-            except OSError:
+        # threads: hashlib releases the GIL on large buffers, so hashing uses every worker's core
+        with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as hashing:
+            shas = list(hashing.map(_sha_or_none, paths, chunksize=64))
+        for i, sha in enumerate(shas):
+            if sha is None:
                 todo.append(i)  # unreadable: probe reports it
-                continue
-            if sha in known:
+            elif sha in known:
                 out[i] = (None, "", sha, known[sha])
             else:
                 todo.append(i)

@@ -64,7 +64,13 @@ class Memo:
     def __init__(self, location: str, endpoint_url: str | None = None):
         import fsspec
 
-        opts = {"client_kwargs": {"endpoint_url": endpoint_url}} if endpoint_url and "://" in location else {}
+        opts: dict = {}
+        if location.startswith("s3://"):
+            # listings are not cached: another worker may have added a pack since this one looked
+            opts = {"use_listings_cache": False, "skip_instance_cache": True}
+            endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+            if endpoint_url:
+                opts["client_kwargs"] = {"endpoint_url": endpoint_url}
         self.fs, root = fsspec.core.url_to_fs(location, **opts)
         self.root = root.rstrip("/")
         self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))

@@ -126,3 +126,25 @@ def test_a_memo_blob_that_no_longer_matches_is_recomputed(source, tmp_path, monk
     encodes = counting(monkeypatch, augment, "encode")
     assert run_augment(source, tmp_path / "again", memo) == clean
     assert 0 < len(encodes) < 20 and "ignored" in capsys.readouterr().err
+
+
+def test_a_memo_on_s3_is_shared_by_fresh_workers(moto_s3, tmp_path, monkeypatch):
+    import boto3
+
+    from tests.e2e.moto_s3 import FAKE_AWS
+
+    for k, v in FAKE_AWS.items():
+        monkeypatch.setenv(k, v)
+    boto3.client("s3", endpoint_url=moto_s3.url).create_bucket(Bucket="memo-test")
+    one, two = Memo("s3://memo-test/memo", moto_s3.url), Memo("s3://memo-test/memo", moto_s3.url)
+    one.add("probe-x", {"a" * 64: "00ff00ff00ff00ff"})
+    two.add("probe-x", {"b" * 64: "1111111111111111"})  # a second writer: its own pack
+    assert one.load("probe-x") == {"a" * 64: "00ff00ff00ff00ff", "b" * 64: "1111111111111111"}
+    assert one.load("probe-y") == {}
+    shard = tmp_path / "train-00000-of-00001.tfrecord"
+    shard.write_bytes(b"records")
+    one.put_files("shards-k", [shard], {"count": 1, "skipped": []})
+    (tmp_path / "fresh").mkdir()
+    meta = two.get_files("shards-k", tmp_path / "fresh")
+    assert meta["count"] == 1 and (tmp_path / "fresh" / shard.name).read_bytes() == b"records"
+    assert two.get_files("shards-other", tmp_path / "fresh") is None

@@ -7,8 +7,16 @@ from section ``ingest``, the same values ingest used), ``artifacts/dataset/manif
 ``classes.json``. Each image is prepared by ``preprocess.encode`` (decoded with
 ``imageio.open_rgb``, resized to ``image_size``, ``stretch`` or ``pad``, JPEG-encoded: the recipe
 predict and the serving graph repeat) and streamed into ``artifacts/shards/`` by
-``shards.write_split``, split by split, in manifest (id) order. Decoding runs in ``workers``
+``shards.write_split``, split by split and, within a split, group by group (a sliced source's
+slice; any other source is one group), in manifest (id) order. Decoding runs in ``workers``
 processes; results are consumed in bounded windows, so memory never holds the dataset.
+
+Why per group: a data version that adds a slice leaves the other slices' rows (and, the splits
+never moving, their split) unchanged, so their shards are the same bytes as last time. A group's
+key is the sha256 of the recipe (preprocessing, shard size, classes, code and library versions)
+and its sorted (id, path, sha256, labels) rows; a group the memo (``tasks/dataset/memo.py``)
+holds is brought from it instead of encoded, so a new slice costs its own images. The pool of
+encoding processes starts only when a group needs encoding.
 The augmentation itself is not baked into the shards: it runs inside the model, from
 ``policy.json``; ``preview.png`` shows what it does to a few training images.
 
@@ -108,7 +116,7 @@ def _multi_hot(labels: str, class_index: dict[str, int]) -> np.ndarray:
 
 
 def _stream(rows: list[dict[str, str]], job, pool, workers: int, class_index: dict[str, int], summary: Summary,
-            keep: list[bytes], keep_n: int, bar: tqdm) -> Iterator[tuple[str, bytes, np.ndarray]]:
+            bar: tqdm) -> Iterator[tuple[str, bytes, np.ndarray]]:
     """Yield ``(id, jpeg, labels)`` for the usable rows, in order; record the others."""
     window = WINDOW_PER_WORKER * workers
     for start in range(0, len(rows), window):
@@ -126,8 +134,6 @@ def _stream(rows: list[dict[str, str]], job, pool, workers: int, class_index: di
                 summary.skipped.append({"id": id_, "path": rel, "reason": reason})
                 tqdm.write(f"skipped {rel}: {reason}", file=sys.stderr)
                 continue
-            if len(keep) < keep_n:
-                keep.append(jpeg)
             yield id_, jpeg, vec
 
 
@@ -217,7 +223,7 @@ def run(cfg: AugmentConfig, *, data_root: Path = Path("data"), dataset_dir: Path
                     # spawn, not fork: the parent has TensorFlow's threads running, which fork does not survive.
                     pool = multiprocessing.get_context("spawn").Pool(cfg.workers)
                 got = Summary()
-                stream = _stream(rows, job, pool, cfg.workers, class_index, got, [], 0, bar)
+                stream = _stream(rows, job, pool, cfg.workers, class_index, got, bar)
                 names = write_split(stream, out_dir, split, cfg.shard_mb, name="-".join(filter(None, (split, group))))
                 count = len(rows) - len(got.skipped)
                 if key is not None:

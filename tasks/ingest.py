@@ -9,6 +9,11 @@ same bytes under two names are kept once, so they can never land in two splits. 
 when more than ``max_quarantine_share`` of the rows are faulty, after writing the outputs so
 the quarantine can be inspected. Outputs are byte-deterministic.
 
+A new data version costs its new images: with a memo (``tasks/dataset/memo.py``, params.yaml's
+``memo`` section), the parent hashes each file (cheap next to decoding) and reuses the
+perceptual hash an earlier run found for the same bytes under the same recipe (size limits,
+code and library versions); only the rest is decoded. The outputs are the same either way.
+
 Splits never move (``tasks/splits/sticky.py``): images the split ledger
 (``ingest.splits_ledger``, git-tracked) or the production model's ledger
 (``artifacts/production/ingest_ledger.tsv``, written by resolve_production) lists keep their

@@ -4,6 +4,7 @@
     python -m benchmarks.run input training --reps 7
     python -m benchmarks.run dataprep --scale 0.25     # a quarter of the study's 47,441 images
     python -m benchmarks.run accuracy                  # optional, long: frozen-only vs frozen+full, scratch vs ImageNet
+    python -m benchmarks.run incremental               # optional: a 1,500-image slice added to the study set
     python -m benchmarks.run --scale 0.01 --reps 1 --out /tmp/b   # smoke size
 
 Results: ``benchmarks/results/<name>.json`` (or ``--out``) and ``SUMMARY.md`` beside them,
@@ -35,6 +36,7 @@ BENCHMARKS = {
     "dataprep": "benchmarks.dataprep",
     "augmentation": "benchmarks.augmentation_speed",
     "accuracy": "benchmarks.accuracy",
+    "incremental": "benchmarks.incremental",
 }
 DEFAULT = ["input", "training", "orchestration", "dataprep", "augmentation"]
 DETERMINISTIC = {"accuracy"}  # one run is the result: repetitions do not apply

@@ -7,8 +7,16 @@ from section ``ingest``, the same values ingest used), ``artifacts/dataset/manif
 ``classes.json``. Each image is prepared by ``preprocess.encode`` (decoded with
 ``imageio.open_rgb``, resized to ``image_size``, ``stretch`` or ``pad``, JPEG-encoded: the recipe
 predict and the serving graph repeat) and streamed into ``artifacts/shards/`` by
-``shards.write_split``, split by split, in manifest (id) order. Decoding runs in ``workers``
+``shards.write_split``, split by split and, within a split, group by group (a sliced source's
+slice; any other source is one group), in manifest (id) order. Decoding runs in ``workers``
 processes; results are consumed in bounded windows, so memory never holds the dataset.
+
+Why per group: a data version that adds a slice leaves the other slices' rows (and, the splits
+never moving, their split) unchanged, so their shards are the same bytes as last time. A group's
+key is the sha256 of the recipe (preprocessing, shard size, classes, code and library versions)
+and its sorted (id, path, sha256, labels) rows; a group the memo (``tasks/dataset/memo.py``)
+holds is brought from it instead of encoded, so a new slice costs its own images. The pool of
+encoding processes starts only when a group needs encoding.
 The augmentation itself is not baked into the shards: it runs inside the model, from
 ``policy.json``; ``preview.png`` shows what it does to a few training images.
 
@@ -34,6 +42,7 @@ from tasks.common.config import AugmentConfig, IngestConfig, load
 from tasks.common.errors import DataError, stage_main
 from tasks.common.files import write_json
 from tasks.dataset.imageio import ImageFault, resolve_under
+from tasks.dataset.memo import Memo, code_version, open_memo, recipe_key
 from tasks.dataset.preprocess import Preprocess, encode
 
 # tasks.dataset.shards (TensorFlow), tasks.model.augmentation (Keras) and matplotlib are imported inside the
@@ -107,7 +116,7 @@ def _multi_hot(labels: str, class_index: dict[str, int]) -> np.ndarray:
 
 
 def _stream(rows: list[dict[str, str]], job, pool, workers: int, class_index: dict[str, int], summary: Summary,
-            keep: list[bytes], keep_n: int, bar: tqdm) -> Iterator[tuple[str, bytes, np.ndarray]]:
+            bar: tqdm) -> Iterator[tuple[str, bytes, np.ndarray]]:
     """Yield ``(id, jpeg, labels)`` for the usable rows, in order; record the others."""
     window = WINDOW_PER_WORKER * workers
     for start in range(0, len(rows), window):
@@ -125,14 +134,44 @@ def _stream(rows: list[dict[str, str]], job, pool, workers: int, class_index: di
                 summary.skipped.append({"id": id_, "path": rel, "reason": reason})
                 tqdm.write(f"skipped {rel}: {reason}", file=sys.stderr)
                 continue
-            if len(keep) < keep_n:
-                keep.append(jpeg)
             yield id_, jpeg, vec
 
 
+def group_of(path: str) -> str:
+    """The group a manifest path's shards belong to: the slice id of a sliced source's
+    ``slices/<id>/...``; ``""`` (one group) for any other source."""
+    parts = path.split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == "slices" else ""
+
+
+def shard_recipe(cfg: AugmentConfig, classes: list[str], max_pixels: int, max_side: int) -> str:
+    """What a group's shard bytes depend on besides its rows: the preprocessing, shard size,
+    class list and limits, and the code and library versions that encode and write them."""
+    import PIL
+    import tensorflow as tf
+
+    from tasks.dataset import imageio, preprocess, resample, shards
+    code = code_version(__file__, preprocess.__file__, imageio.__file__, resample.__file__, shards.__file__)
+    return recipe_key(cfg.image_size, cfg.resize, cfg.jpeg_quality, cfg.shard_mb, classes, max_pixels, max_side,
+                      code, PIL.__version__, tf.__version__, np.__version__)
+
+
+def _group_key(recipe: str, split: str, group: str, rows: list[dict[str, str]]) -> str | None:
+    """The memo key of one (split, group): None when a row lacks a real sha256 (never memoized)."""
+    if not all(len(r.get("sha256") or "") == 64 for r in rows):
+        return None
+    return "shards-" + recipe_key(recipe, split, group, [(r["id"], r["path"], r["sha256"], r["labels"]) for r in rows])
+
+
 def run(cfg: AugmentConfig, *, data_root: Path = Path("data"), dataset_dir: Path = Path("artifacts/dataset"),
-        out_dir: Path = Path("artifacts/shards"), max_pixels: int = 89_478_485, max_side: int = 20_000) -> Summary:
+        out_dir: Path = Path("artifacts/shards"), max_pixels: int = 89_478_485, max_side: int = 20_000,
+        memo: Memo | None = None) -> Summary:
     """Write shards, ``index.json``, ``policy.json`` and ``preview.png``.
+
+    Shards are written per group (a sliced source's slice, else one group) and split, as
+    ``{split}[-{slice}]-{i:05d}-of-{n:05d}.tfrecord``; with a memo, a group whose key (recipe +
+    its sorted rows) is there is brought in from it instead of being encoded again, so a new
+    slice costs its own images. ``index.json`` lists every split's files, group by group.
 
     Args:
         cfg: the ``augment`` section.
@@ -140,34 +179,58 @@ def run(cfg: AugmentConfig, *, data_root: Path = Path("data"), dataset_dir: Path
         dataset_dir: ingest's output folder (manifest.csv, classes.json).
         out_dir: where to write; earlier shards there are replaced.
         max_pixels, max_side: image-size limits for ``open_rgb`` (ingest's).
+        memo: where groups' shards are reused from and stored; None: encode everything. The
+            outputs are the same either way.
 
     Returns:
         Counts per split, shard names and the skipped images.
     """
-    from tasks.dataset.shards import write_index, write_split
+    from tasks.dataset.shards import first_images, write_index, write_split
 
     manifest, classes = read_manifest(Path(dataset_dir))
     class_index = {name: i for i, name in enumerate(classes)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = Summary()
+    for stale in sorted(out_dir.glob("*.tfrecord")) + sorted(out_dir.glob("*.tfrecord.tmp")):
+        stale.unlink()  # groups that are gone, and partial files of an interrupted run
+    summary = Summary(counts={s: 0 for s in SPLITS}, files={s: [] for s in SPLITS})
     unknown = [r for r in manifest if r["split"] not in SPLITS]
     for r in unknown:
         summary.skipped.append({"id": r["id"], "path": r["path"], "reason": f"unknown_split: {r['split']!r} not in {SPLITS}"})
     spec = Preprocess(cfg.image_size, cfg.resize, cfg.jpeg_quality)
     job = functools.partial(_encode_one, root=Path(data_root), spec=spec, max_pixels=max_pixels, max_side=max_side)
-    preview: list[bytes] = []
-    # spawn, not fork: the parent has TensorFlow's threads running, which fork does not survive.
-    pool = multiprocessing.get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 else None
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for r in manifest:
+        if r["split"] in SPLITS:
+            groups.setdefault((r["split"], group_of(r["path"])), []).append(r)
+    recipe = shard_recipe(cfg, classes, max_pixels, max_side) if memo is not None else ""
+    todo = []
+    for (split, group), rows in sorted(groups.items(), key=lambda kv: (SPLITS.index(kv[0][0]), kv[0][1])):
+        key = _group_key(recipe, split, group, rows) if memo is not None else None
+        meta = memo.get_files(key, out_dir) if key is not None else None
+        if meta is not None:
+            summary.files[split] += [f["name"] for f in meta["files"]]
+            summary.counts[split] += meta["count"]
+            summary.skipped += meta["skipped"]
+        todo.append((split, group, rows, key, meta))
+    pool = None
     try:
-        with tqdm(total=len(manifest) - len(unknown), desc="augment", unit="img") as bar:
-            for split in SPLITS:
-                rows = [r for r in manifest if r["split"] == split]
-                keep_n = cfg.preview_images if split == "train" else 0
-                before = len(summary.skipped)
-                stream = _stream(rows, job, pool, cfg.workers, class_index, summary, preview, keep_n, bar)
-                summary.files[split] = write_split(stream, out_dir, split, cfg.shard_mb)
-                summary.counts[split] = len(rows) - (len(summary.skipped) - before)
+        with tqdm(total=sum(len(t[2]) for t in todo if t[4] is None), desc="augment", unit="img") as bar:
+            for split, group, rows, key, meta in todo:
+                if meta is not None:
+                    continue
+                if pool is None and cfg.workers > 1:
+                    # spawn, not fork: the parent has TensorFlow's threads running, which fork does not survive.
+                    pool = multiprocessing.get_context("spawn").Pool(cfg.workers)
+                got = Summary()
+                stream = _stream(rows, job, pool, cfg.workers, class_index, got, bar)
+                names = write_split(stream, out_dir, split, cfg.shard_mb, name="-".join(filter(None, (split, group))))
+                count = len(rows) - len(got.skipped)
+                if key is not None:
+                    memo.put_files(key, [out_dir / n for n in names], {"count": count, "skipped": got.skipped})
+                summary.files[split] += names
+                summary.counts[split] += count
+                summary.skipped += got.skipped
     finally:
         if pool is not None:
             pool.close()
@@ -184,6 +247,8 @@ def run(cfg: AugmentConfig, *, data_root: Path = Path("data"), dataset_dir: Path
     })
     policy = cfg.of()
     write_json(out_dir / "policy.json", policy)
+    # the first training images in shard order: the same whether they were encoded now or reused
+    preview = first_images(out_dir, summary.files["train"], cfg.preview_images)
     if not preview:
         raise DataError(f"{dataset_dir}/manifest.csv: no usable training image; nothing to train on")
     write_preview(preview, policy, cfg.preview_draws, out_dir / "preview.png")
@@ -228,7 +293,8 @@ def main() -> None:
     """``python -m tasks.augment``: run with params.yaml and print the summary."""
     def body() -> Summary:
         ingest, cfg = load(IngestConfig), load(AugmentConfig)
-        return run(cfg, data_root=Path(ingest.root), max_pixels=ingest.max_pixels, max_side=ingest.max_side)
+        return run(cfg, data_root=Path(ingest.root), max_pixels=ingest.max_pixels, max_side=ingest.max_side,
+                   memo=open_memo())
 
     summary = stage_main("augment", body)
     print(json.dumps({"counts": summary.counts, "skipped": len(summary.skipped)}, sort_keys=True, indent=2))

@@ -9,6 +9,11 @@ same bytes under two names are kept once, so they can never land in two splits. 
 when more than ``max_quarantine_share`` of the rows are faulty, after writing the outputs so
 the quarantine can be inspected. Outputs are byte-deterministic.
 
+A new data version costs its new images: with a memo (``tasks/dataset/memo.py``, params.yaml's
+``memo`` section), the parent hashes each file (cheap next to decoding) and reuses the
+perceptual hash an earlier run found for the same bytes under the same recipe (size limits,
+code and library versions); only the rest is decoded. The outputs are the same either way.
+
 Splits never move (``tasks/splits/sticky.py``): images the split ledger
 (``ingest.splits_ledger``, git-tracked) or the production model's ledger
 (``artifacts/production/ingest_ledger.tsv``, written by resolve_production) lists keep their
@@ -24,7 +29,7 @@ import os
 import posixpath
 import sys
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +39,10 @@ from tqdm import tqdm
 from tasks.common import paths
 from tasks.common.config import IngestConfig, load
 from tasks.common.errors import DataError, stage_main
-from tasks.common.files import write_json
+from tasks.common.files import sha256_file, write_json
 from tasks.splits import ledger, sticky
 from tasks.dataset.imageio import ImageFault, resolve_under
+from tasks.dataset.memo import Memo, code_version, open_memo, recipe_key
 from tasks.splits.neardup import probe
 from tasks.dataset.sources import SourceError, SourceRow, join_rel, read_source
 from tasks.splits.stratify import plot_cooccurrence, split_stats
@@ -63,18 +69,64 @@ class Summary:
     stats: dict = field(repr=False, default_factory=dict)
 
 
-def _probe_all(paths: list[str], cfg: IngestConfig) -> list[tuple[str | None, str, str, str]]:
-    """Probe every path, in order, with a process pool and a progress bar on stderr."""
-    jobs = [(p, cfg.max_pixels, cfg.max_side) for p in paths]
+def _sha_or_none(path: str) -> str | None:
+    try:
+        return sha256_file(Path(path))
+    except OSError:
+        return None
+
+
+def probe_recipe(cfg: IngestConfig) -> str:
+    """The memo table of probe results: what a probe's outcome depends on besides the bytes."""
+    import imagehash
+    import PIL
+
+    from tasks.dataset import imageio, resample
+    from tasks.splits import neardup
+    code = code_version(neardup.__file__, imageio.__file__, resample.__file__)
+    return "probe-" + recipe_key(cfg.max_pixels, cfg.max_side, code, PIL.__version__, imagehash.__version__,
+                                 np.__version__)[:32]
+
+
+def _probe_all(paths: list[str], cfg: IngestConfig, memo: Memo | None = None) -> list[tuple[str | None, str, str, str]]:
+    """Probe every path, in order, with a process pool and a progress bar on stderr.
+
+    With a memo, the parent hashes each file (far cheaper than decoding it) and only images
+    whose (sha256, recipe) the memo lacks are decoded; only usable images are memoized, so a
+    fault is always reported from a fresh decode."""
+    known: dict[str, str] = {}
+    out: list = [None] * len(paths)
+    todo = list(range(len(paths)))
+    if memo is not None:
+        table = probe_recipe(cfg)
+        known = memo.load(table)
+        todo = []
+        # threads: hashlib releases the GIL on large buffers, so hashing uses every worker's core
+        with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as hashing:
+            shas = list(hashing.map(_sha_or_none, paths, chunksize=64))
+        for i, sha in enumerate(shas):
+            if sha is None:
+                todo.append(i)  # unreadable: probe reports it
+            elif sha in known:
+                out[i] = (None, "", sha, known[sha])
+            else:
+                todo.append(i)
+    jobs = [(paths[i], cfg.max_pixels, cfg.max_side) for i in todo]
     bar = dict(total=len(jobs), desc="ingest: decode+hash", unit="img", file=sys.stderr, disable=None)
     if cfg.workers <= 1 or len(jobs) < 16:
-        return [r for r in tqdm(map(probe, jobs), **bar)]
-    chunk = max(1, len(jobs) // (cfg.workers * 16))
-    # spawn, not fork: run() may be called from a threaded host (Prefect, pytest with TF loaded),
-    # where forking can deadlock; workers import only tasks.splits.neardup and imageio.
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) as pool:
-        return list(tqdm(pool.map(probe, jobs, chunksize=chunk), **bar))
+        got = [r for r in tqdm(map(probe, jobs), **bar)]
+    else:
+        chunk = max(1, len(jobs) // (cfg.workers * 16))
+        # spawn, not fork: run() may be called from a threaded host (Prefect, pytest with TF loaded),
+        # where forking can deadlock; workers import only tasks.splits.neardup and imageio.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) as pool:
+            got = list(tqdm(pool.map(probe, jobs, chunksize=chunk), **bar))
+    for i, r in zip(todo, got):
+        out[i] = r
+    if memo is not None:
+        memo.add(table, {r[2]: r[3] for r in got if r[0] is None and r[2] not in known})
+    return out
 
 
 def _make_ids(paths: list[str]) -> list[str]:
@@ -211,7 +263,7 @@ def _write_ledger(splits_dir: Path, cfg: IngestConfig, recorded: tuple[dict, dic
 
 
 def run(cfg: IngestConfig, out_dir: Path = OUT_DIR, splits_dir: Path | None = None,
-        production_ledger: Path | None = paths.PRODUCTION_LEDGER) -> Summary:
+        production_ledger: Path | None = paths.PRODUCTION_LEDGER, memo: Memo | None = None) -> Summary:
     """Read, validate, de-duplicate and split the dataset; write ``out_dir``.
 
     Args:
@@ -223,6 +275,8 @@ def run(cfg: IngestConfig, out_dir: Path = OUT_DIR, splits_dir: Path | None = No
             which reads ``out_dir``, never sees it).
         production_ledger: the production model's split ledger (resolve_production's
             ``ingest_ledger.tsv``); none when None or absent (ingest run outside the pipeline).
+        memo: where probe results are reused from and stored (``tasks/dataset/memo.py``); None:
+            decode every image. The outputs are the same either way.
 
     Returns:
         The summary (also written as stats.json).
@@ -239,7 +293,7 @@ def run(cfg: IngestConfig, out_dir: Path = OUT_DIR, splits_dir: Path | None = No
     recorded = both[0]
     quarantine: list[tuple[int, str, str, str]] = []
     screened = _screen(src.rows, root, cfg, quarantine)
-    probes = _probe_all([str(p) for _, _, p in screened], cfg)
+    probes = _probe_all([str(p) for _, _, p in screened], cfg, memo)
     decoded = []
     look: dict[str, str] = {}  # sha256 -> perceptual hash
     for (r, key, abs_path), (reason, msg, sha, ph) in zip(screened, probes):
@@ -307,7 +361,7 @@ def run(cfg: IngestConfig, out_dir: Path = OUT_DIR, splits_dir: Path | None = No
 def main() -> None:
     """Entry point of ``python -m tasks.ingest``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    s = stage_main("ingest", lambda: run(load(IngestConfig)))
+    s = stage_main("ingest", lambda: run(load(IngestConfig), memo=open_memo()))
     print(f"ingest: {s.rows_read} rows read, {s.kept} kept, {s.quarantined} quarantined "
           f"{s.by_reason}; splits {s.split_counts} -> {s.out_dir}", file=sys.stderr)
 

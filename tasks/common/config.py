@@ -174,6 +174,16 @@ class RegistryConfig(Section):
     multipart_threshold_mb: int = Field(64, ge=5)  # larger files go up in parallel multipart chunks
 
 
+class MemoConfig(Section):
+    """Where per-image and per-group results are memoized (tasks/dataset/memo.py). No stage lists
+    this section as a param: the memo can only skip work, never change an output, so moving or
+    disabling it must not make a stage stale. ``TAGSMITH_MEMO`` (a location, or ``off``) overrides."""
+
+    enabled: bool = True
+    location: str = ".cache/memo"  # a local folder, or s3://bucket/prefix shared by a worker pool
+    endpoint_url: str | None = None  # S3 endpoint; None: AWS_ENDPOINT_URL, else AWS
+
+
 class PublishConfig(Section):
     # The gate (tasks/evaluation/gate.py): candidate vs production on the same test images.
     max_map_drop: float = Field(0.01, ge=0.0, le=1.0)  # allowed mAP drop against production
@@ -198,6 +208,7 @@ SECTIONS: dict[str, type[Section]] = {
     "evaluate": EvaluateConfig,
     "publish": PublishConfig,
     "registry": RegistryConfig,  # not a stage: the registry every stage that uses one shares
+    "memo": MemoConfig,  # not a stage, and no stage's param: where ingest and augment memoize results
 }
 
 S = TypeVar("S", bound=Section)

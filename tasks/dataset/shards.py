@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def _example(id_: str, jpeg: bytes, labels: np.ndarray) -> bytes:
 
 
 def write_split(
-    examples: Iterable[tuple[str, bytes, np.ndarray]], out_dir: Path, split: str, shard_mb: float
+    examples: Iterable[tuple[str, bytes, np.ndarray]], out_dir: Path, split: str, shard_mb: float,
+    name: str | None = None,
 ) -> list[str]:
     """Stream ``examples`` into shards of roughly ``shard_mb`` MB each, in the order given.
 
@@ -52,6 +54,9 @@ def write_split(
         split: split name, the file-name prefix (``train``, ``val``, ``test``).
         shard_mb: target shard size in MB (10**6 bytes); a shard is closed before a record
             would push it past this, and holds at least one record. Fractions are allowed.
+        name: the file-name prefix when several groups of one split are written (augment: the
+            split and the slice, ``train-s0002``); default ``split``. Only this prefix's earlier
+            shards are removed.
 
     Returns:
         The shard basenames in order (empty when there were no examples).
@@ -60,7 +65,9 @@ def write_split(
         raise ValueError(f"shard_mb must be positive, got {shard_mb}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in sorted(out_dir.glob(f"{split}-*.tfrecord")) + sorted(out_dir.glob(f"{split}-*.tfrecord.tmp")):
+    name = name or split
+    own = re.compile(rf"^{re.escape(name)}-\d{{5}}(-of-\d{{5}})?\.tfrecord(\.tmp)?$")
+    for stale in sorted(p for p in out_dir.glob(f"{name}-*") if own.match(p.name)):
         stale.unlink()
     limit = shard_mb * MB
     tmp_paths: list[Path] = []
@@ -73,7 +80,7 @@ def write_split(
             if writer is None or (size > 0 and size + len(record) + 16 > limit):
                 if writer is not None:
                     writer.close()
-                tmp_paths.append(out_dir / f"{split}-{len(tmp_paths):05d}.tfrecord.tmp")
+                tmp_paths.append(out_dir / f"{name}-{len(tmp_paths):05d}.tfrecord.tmp")
                 writer = tf.io.TFRecordWriter(str(tmp_paths[-1]))
                 size = 0
             writer.write(record)
@@ -82,10 +89,21 @@ def write_split(
         if writer is not None:
             writer.close()
     n = len(tmp_paths)
-    names = [f"{split}-{i:05d}-of-{n:05d}.tfrecord" for i in range(n)]
-    for tmp, name in zip(tmp_paths, names):
-        os.replace(tmp, out_dir / name)
+    names = [f"{name}-{i:05d}-of-{n:05d}.tfrecord" for i in range(n)]
+    for tmp, final in zip(tmp_paths, names):
+        os.replace(tmp, out_dir / final)
     return names
+
+
+def first_images(shard_dir: Path, files: list[str], n: int) -> list[bytes]:
+    """The JPEG bytes of the first ``n`` records of ``files`` (in that order)."""
+    spec = {"image": tf.io.FixedLenFeature([], tf.string)}
+    out: list[bytes] = []
+    if n <= 0 or not files:
+        return out
+    for record in tf.data.TFRecordDataset([str(Path(shard_dir) / f) for f in files]).take(n):
+        out.append(tf.io.parse_single_example(record, spec)["image"].numpy())
+    return out
 
 
 def write_index(shard_dir: Path, index: dict) -> Path:

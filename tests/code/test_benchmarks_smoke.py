@@ -81,3 +81,16 @@ def test_accuracy_compares_scratch_with_imagenet_frozen_only_and_frozen_then_ful
     assert [t["status"] in ("met", "missed") for t in report["targets"]] == [True] * 3, report["targets"]
     text = (tmp_path / "results" / "SUMMARY.md").read_text()
     assert "frozen then full" in text and "| efficientnet_lite0 | imagenet | 32 |" in text
+
+
+def test_incremental_times_a_new_slice_against_the_slice_alone(tmp_path):
+    # 237 images, a new slice of 8; the real commands (data track/add/update, ingest, augment)
+    out = run_bench(tmp_path, "incremental", "--scale", "0.005", "--reps", "1", "--max-foreign-load", "1000")
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    report = json.loads((tmp_path / "results" / "incremental.json").read_text())
+    assert set(SCHEMA_KEYS) <= set(report) and set(report["results"]) == {"slice_alone", "add_slice"}
+    for steps in report["stages"].values():
+        assert {k: len(v) for k, v in steps.items() if k != "data_add_s"} == {"data_s": 1, "ingest_s": 1, "augment_s": 1}
+    (target,) = report["targets"]
+    assert target["name"].startswith("issue 11 item 5") and target["status"] in ("met", "missed"), target
+    assert "## incremental" in (tmp_path / "results" / "SUMMARY.md").read_text()

@@ -211,7 +211,7 @@ def reproduce(lineage: dict[str, Any], store_uri: str, into: Path, repository: s
 def _pin_ingest_ledger(lineage: dict[str, Any], into: Path, log) -> None:  # type: ignore[no-untyped-def]
     """Write the split ledger the run's ingest read: that of the version it resolved
     (``registry_inputs.ingest``) merged with the warm-start version's when it read that too
-    (``resolved.ingest_ledger``), each checked against the sha256 recorded then; empty when the
+    (``ingest_ledger`` in tasks/resolve_production.py), each checked against the sha256 recorded then; empty when the
     run read none (nothing in production, or a run from before versions carried ledgers)."""
     from tasks.common.config import RegistryConfig, load
     from tasks.registry import resolved

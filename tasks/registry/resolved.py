@@ -19,7 +19,7 @@ when what the stage reads from the registry changes:
   promote to a version with the same ledger leaves ingest alone. Empty (a header) when the
   alias is unset or its version carries no ledger (tasks/resolve_production.py writes it).
   When ``weights: production`` starts from another version (``train_frozen.warm_start_alias``),
-  that version's ledger is merged in (:func:`ingest_ledger`). ``ingest.json`` says where it
+  that version's ledger is merged in (``ingest_ledger`` in tasks/resolve_production.py). ``ingest.json`` says where it
   came from (for the lineage; no stage reads it).
 
 Library only; ``python -m tasks.resolve_production`` runs the stage.
@@ -37,7 +37,6 @@ from tasks.common.config import RegistryConfig, TrainFrozenConfig
 from tasks.common.files import sha256_file, write_json
 from tasks.registry.client import MANIFEST, SPLITS_FILE, get_alias, s3_options
 from tasks.registry.stores import RegistryError, S3Options, Store, open_store
-from tasks.splits import ledger
 
 OUT_DIR = paths.PRODUCTION
 
@@ -116,28 +115,6 @@ def ingest_input(prod: dict[str, Any], reg: RegistryConfig, cache_dir: Path = pa
     if path is not None:
         info["ledger"] = {"sha256": sha256_file(path)}
     return info, path
-
-
-def ingest_ledger(prod: dict[str, Any], warm: dict[str, Any], reg: RegistryConfig,
-                  cache_dir: Path = paths.REGISTRY_CACHE) -> tuple[dict[str, Any], dict[str, ledger.Entry]]:
-    """The ledger ingest keeps: that of the version ``prod`` points at and, when train_frozen
-    warm-starts from another version (``warm``, from :func:`train_frozen_input`), that one's
-    too. The warm-start model trained and validated on its images just as production did, and
-    the new model inherits its weights: scoring it on them in test would flatter it. Where the
-    two disagree, the warm-start model's train or val split wins (``ledger.merge``).
-
-    Returns:
-        (for ingest.json: :func:`ingest_input`'s info, with ``warm_start`` naming the second
-        version and its ledger's sha256 when one was merged; the merged entries).
-    """
-    info, path = ingest_input(prod, reg, cache_dir)
-    entries = ledger.read(path) if path else {}  # validated here: a bad file fails the stage
-    if warm.get("version") not in (None, prod.get("version")):
-        extra, warm_path = ingest_input(warm, reg, cache_dir)
-        info["warm_start"] = {k: extra[k] for k in ("alias", "version", "ledger")}
-        if warm_path:
-            entries, _ = ledger.merge(entries, ledger.read(warm_path))
-    return info, entries
 
 
 def write(inputs: dict[str, dict[str, Any]], out_dir: Path = OUT_DIR) -> None:

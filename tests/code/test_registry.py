@@ -198,7 +198,7 @@ def test_a_versions_split_ledger_is_ingests_input_verified_and_cached(tmp_path):
 
 def test_ingest_keeps_the_splits_of_a_warm_start_version_that_is_not_production(tmp_path):
     from tasks.common.config import RegistryConfig
-    from tasks.registry import resolved
+    from tasks.resolve_production import ingest_ledger
     from tasks.splits import ledger
 
     reg = str(tmp_path / "reg")
@@ -212,10 +212,10 @@ def test_ingest_keeps_the_splits_of_a_warm_start_version_that_is_not_production(
     cfg, cache = RegistryConfig(store=reg, model_name="m"), tmp_path / "cache"
     prod = {"store": reg, "model": "m", "alias": "production", "version": versions["prod"]}
     warm = {**prod, "alias": "staging", "version": versions["warm"]}
-    info, entries = resolved.ingest_ledger(prod, warm, cfg, cache)
+    info, entries = ingest_ledger(prod, warm, cfg, cache)
     # h[1] was in production's test split, but the warm-start model validated on it: out of test
     assert {s: e.split for s, e in entries.items()} == {h[0]: "train", h[1]: "val", h[2]: "train"}
     assert info["warm_start"]["version"] == versions["warm"] and info["warm_start"]["ledger"]["sha256"]
     for same in (prod, {"reads_registry": False}):  # nothing more to keep: production's alone
-        info, entries = resolved.ingest_ledger(prod, same, cfg, cache)
+        info, entries = ingest_ledger(prod, same, cfg, cache)
         assert "warm_start" not in info and {s: e.split for s, e in entries.items()} == {h[0]: "train", h[1]: "test"}

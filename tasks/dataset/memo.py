@@ -36,6 +36,7 @@ import uuid
 from pathlib import Path
 
 from tasks.common.config import PARAMS_FILE, ConfigError, MemoConfig, parse_section, read_params
+from tasks.common.files import sha256_file
 
 ENV = "TAGSMITH_MEMO"
 HEADER = "# tagsmith-memo 1\n"
@@ -149,7 +150,7 @@ class Memo:
                         shutil.copyfile(src, target)
                 else:
                     self.fs.get_file(src, str(target))
-                if target.stat().st_size != f["size"] or _sha256(target) != f["sha256"]:
+                if target.stat().st_size != f["size"] or sha256_file(target) != f["sha256"]:
                     raise ValueError(f"{src}: size or sha256 differs from meta.json")
         except (OSError, ValueError, KeyError, TypeError) as e:
             _warn(f"blob {key}: {e}; ignored, recomputing")
@@ -160,7 +161,7 @@ class Memo:
 
     def put_files(self, key: str, files: list[Path], meta: dict) -> None:
         """Store ``files`` (and ``meta``, written last: the blob exists once it does) as blob ``key``."""
-        meta = dict(meta, files=[{"name": Path(f).name, "size": Path(f).stat().st_size, "sha256": _sha256(Path(f))}
+        meta = dict(meta, files=[{"name": Path(f).name, "size": Path(f).stat().st_size, "sha256": sha256_file(Path(f))}
                                  for f in files])
         try:
             if self.fs.exists(self._path("blobs", key, "meta.json")):
@@ -180,14 +181,6 @@ class Memo:
             self._put(self._path("blobs", key, "meta.json"), json.dumps(meta, sort_keys=True).encode())
         except OSError as e:
             _warn(f"cannot write blob {key} to {self.root}: {e}; results not memoized")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def open_memo(params: Path = PARAMS_FILE) -> Memo | None:

@@ -188,7 +188,7 @@ def open_memo(params: Path = PARAMS_FILE) -> Memo | None:
     ``memo`` section (absent: the defaults); None when disabled."""
     env = os.environ.get(ENV, "").strip()
     if env:
-        return None if env.lower() in ("off", "0", "false", "none") else Memo(env)
+        return None if env.lower() in ("off", "0", "false", "none") else _opened(env, None, ENV)
     try:
         cfg = parse_section("memo", read_params(params).get("memo"), str(params))
     except ConfigError:
@@ -196,4 +196,13 @@ def open_memo(params: Path = PARAMS_FILE) -> Memo | None:
             raise
         cfg = MemoConfig()  # no params file (a library call): the defaults
     assert isinstance(cfg, MemoConfig)
-    return Memo(cfg.location, cfg.endpoint_url) if cfg.enabled else None
+    return _opened(cfg.location, cfg.endpoint_url, f"{params}: memo.location") if cfg.enabled else None
+
+
+def _opened(location: str, endpoint_url: str | None, where: str) -> Memo:
+    """``Memo(location)``, or a ConfigError naming where the location came from."""
+    try:
+        return Memo(location, endpoint_url)
+    except (ValueError, ImportError) as e:  # fsspec: an unknown protocol, or its package missing
+        raise ConfigError(f"{where} = {location!r}: not a usable memo location ({e}); use a folder or "
+                          f"s3://bucket/prefix, or {ENV}=off") from None

@@ -148,3 +148,16 @@ def test_a_memo_on_s3_is_shared_by_fresh_workers(moto_s3, tmp_path, monkeypatch)
     meta = two.get_files("shards-k", tmp_path / "fresh")
     assert meta["count"] == 1 and (tmp_path / "fresh" / shard.name).read_bytes() == b"records"
     assert two.get_files("shards-other", tmp_path / "fresh") is None
+
+
+def test_an_unusable_memo_location_is_refused_naming_where_it_came_from(tmp_path, monkeypatch):
+    from tasks.common.config import ConfigError
+    from tasks.dataset.memo import open_memo
+
+    monkeypatch.setenv("TAGSMITH_MEMO", "nosuch://bucket/memo")
+    with pytest.raises(ConfigError, match="TAGSMITH_MEMO = 'nosuch://bucket/memo'"):
+        open_memo(tmp_path / "params.yaml")
+    monkeypatch.delenv("TAGSMITH_MEMO")
+    (tmp_path / "params.yaml").write_text("memo:\n  location: nosuch://bucket/memo\n")
+    with pytest.raises(ConfigError, match="memo.location"):
+        open_memo(tmp_path / "params.yaml")

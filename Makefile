@@ -72,8 +72,12 @@ demo-nightly: setup
 s3-down:
 	infra/s3-local.sh down
 
+# Two pytest-xdist workers: much of an end-to-end test's time is one process waiting on another
+# (a server, a worker's poll, a stage's start), so a second file runs meanwhile. Each test file
+# (or group of files sharing a fixture: tests/conftest.py) runs whole on one worker.
+TEST_WORKERS ?= 2
 test: setup
-	$(RUN) pytest
+	$(RUN) pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # Results go to benchmarks/results only from a clean tree: `make bench ALLOW_DIRTY=1` overrides
 # (the files then say so). BENCH picks benchmarks and options, e.g. BENCH="input --reps 5".

@@ -88,3 +88,15 @@ def test_empty_split_writes_no_file_and_reads_as_empty(tmp_path: Path):
     write_index(tmp_path, {"image_size": SIZE, "classes": ["a", "b", "c"],
                            "splits": {"val": {"count": 0, "files": []}}})
     assert list(make_dataset(tmp_path, "val", 4, shuffle=False, seed=0)) == []
+
+
+def test_the_input_pipeline_runs_without_the_autotuning_thread_on_all_usable_cores(tmp_path: Path):
+    """With tf.data's tuning thread, deleting an iterator (Keras does at every fit and validation
+    pass) waits for the thread's next wake-up: seconds per epoch (benchmarks/training.py records
+    the wait as *_epoch_end_wait). The parallelism it would tune is set to the usable cores."""
+    import os
+
+    write(tmp_path, 4)
+    options = make_dataset(tmp_path, "train", 2, shuffle=True, seed=0).options()
+    assert options.autotune.enabled is False
+    assert options.autotune.initial_parallelism == len(os.sched_getaffinity(0))

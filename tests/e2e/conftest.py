@@ -42,8 +42,16 @@ TINY_PARAMS = {
 def stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
     """Stop a process started with start_new_session=True, and its children, by pid.
 
-    A group a test already killed (a worker "losing its machine") is only reaped.
+    A group a test already killed (a worker "losing its machine") is only reaped. Descendants
+    that left the group (a Prefect process worker starts each flow run in a session of its own)
+    are killed too, so no run outlives the test that started it.
     """
+    import psutil
+
+    try:
+        strays = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        strays = []
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=grace)
@@ -53,6 +61,10 @@ def stop_group(proc: subprocess.Popen, grace: float = 20) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    for child in strays:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(strays, timeout=5)
 
 
 def free_port() -> int:
